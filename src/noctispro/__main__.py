@@ -1,0 +1,3 @@
+from noctispro.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""The one place that decides which studies a reader may see.
+
+Every read of studies — FastAPI, Django and DIMSE — calls `scope_studies`. A reader
+sees the studies of the facilities it belongs to; admins and users flagged
+"all facilities" see all. Unknown readers see nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from django.db.models import QuerySet
+
+if TYPE_CHECKING:
+    from noctispro.accounts.models import User
+    from noctispro.index.models import Study
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is reading: a user, or a DICOM peer acting for a facility."""
+
+    label: str
+    facility_ids: frozenset[int] | None  # None: every facility
+    user_id: int | None = None
+
+    @property
+    def sees_all(self) -> bool:
+        return self.facility_ids is None
+
+    def can_see_facility(self, facility_id: int) -> bool:
+        return self.facility_ids is None or facility_id in self.facility_ids
+
+
+NOBODY = Principal(label="nobody", facility_ids=frozenset())
+
+
+def principal_for_user(user: User) -> Principal:
+    if not user.is_active:
+        return NOBODY
+    if user.sees_all_facilities:
+        return Principal(label=user.username, facility_ids=None, user_id=user.pk)
+    ids = frozenset(user.facilities.values_list("pk", flat=True))
+    return Principal(label=user.username, facility_ids=ids, user_id=user.pk)
+
+
+def principal_for_ae(calling_ae_title: str) -> Principal:
+    """A DICOM peer reads as the facility that owns its AE title."""
+    from noctispro.accounts.models import FacilityAETitle
+
+    ids = frozenset(
+        FacilityAETitle.objects.filter(ae_title=calling_ae_title.strip()).values_list(
+            "facility_id", flat=True
+        )
+    )
+    return Principal(label=f"AE {calling_ae_title.strip()}", facility_ids=ids)
+
+
+def scope_studies(principal: Principal, studies: QuerySet[Study] | None = None) -> QuerySet[Study]:
+    from noctispro.index.models import Study
+
+    qs = Study.objects.all() if studies is None else studies
+    if principal.facility_ids is None:
+        return qs
+    if not principal.facility_ids:
+        return qs.none()
+    return qs.filter(facility_id__in=principal.facility_ids)

@@ -1,0 +1,54 @@
+"""The BlobStore protocol: a few verbs over server-chosen keys (DESIGN §4, after Orthanc's
+IStorageArea). Keys never come from a client or from a raw UID."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO, Protocol, runtime_checkable
+
+KEY_PATTERN = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{32}\.dcm$")
+
+
+class StorageError(OSError):
+    """The store could not complete an operation (disk full, permissions, network)."""
+
+
+class InvalidKey(ValueError):
+    """A key that the store did not make: refused before touching anything."""
+
+
+def new_key() -> str:
+    """A fresh key: two fan-out levels from a random UUID."""
+    h = uuid.uuid4().hex
+    return f"{h[:2]}/{h[2:4]}/{h}.dcm"
+
+
+def check_key(key: str) -> str:
+    if not KEY_PATTERN.fullmatch(key):
+        raise InvalidKey(f"not a storage key: {key!r}")
+    return key
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Durable blobs. `put` returns only after the bytes are durable under the new key."""
+
+    def put(self, chunks: Iterable[bytes]) -> str:
+        """Write the chunks under a new key and return the key; nothing is left on failure."""
+        ...
+
+    def open(self, key: str) -> BinaryIO: ...
+
+    def open_range(self, key: str, start: int, end: int | None = None) -> Iterator[bytes]:
+        """Bytes [start, end) of a blob, in chunks."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove a blob; removing one that is not there is not an error."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def size(self, key: str) -> int: ...

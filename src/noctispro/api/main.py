@@ -1,0 +1,47 @@
+"""The FastAPI application: /api/v1 (and DICOMweb at /dicom-web in its own issue)."""
+
+from __future__ import annotations
+
+from noctispro.bootstrap import setup_django
+
+settings = setup_django()
+
+from fastapi import APIRouter, FastAPI  # noqa: E402
+from fastapi.middleware.cors import CORSMiddleware  # noqa: E402
+
+from noctispro import __version__  # noqa: E402
+from noctispro.api.limits import BodySizeLimit  # noqa: E402
+from noctispro.api.routers import auth, dicom, health  # noqa: E402
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="NoctisPro PACS API",
+        version=__version__,
+        docs_url="/api/v1/docs",
+        redoc_url="/api/v1/redoc",
+        openapi_url="/api/v1/openapi.json",
+        description=(
+            "Archive API. Authenticate with `POST /api/v1/auth/token` (OAuth2 password "
+            "form) and send `Authorization: Bearer <token>`."
+        ),
+    )
+    v1 = APIRouter(prefix="/api/v1")
+    v1.include_router(health.router)
+    v1.include_router(auth.router)
+    v1.include_router(dicom.router)
+    app.include_router(v1)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=True,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Total-Count"],
+        )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,107 @@
+"""Response models: every route answers with one of these (and OpenAPI shows them)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the OAuth2 token type
+    expires_in: int = Field(description="Seconds until the token expires")
+
+
+class Ping(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+
+
+class HealthCheck(BaseModel):
+    ok: bool
+    detail: str
+    milliseconds: float
+
+
+class Health(BaseModel):
+    status: Literal["ok", "failing"]
+    version: str
+    checks: dict[str, HealthCheck]
+
+
+class FileResult(BaseModel):
+    name: str
+    status: Literal["stored", "duplicate", "kept-first", "overwritten", "rejected"]
+    reason: str = Field("", description="Machine-readable rejection reason")
+    message: str = ""
+    sop_instance_uid: str = ""
+    study_instance_uid: str = ""
+
+
+class UploadSummary(BaseModel):
+    stored: int = 0
+    duplicate: int = 0
+    kept_first: int = Field(0, alias="kept-first")
+    overwritten: int = 0
+    rejected: int = 0
+
+    model_config = {"populate_by_name": True}
+
+
+class UploadResponse(BaseModel):
+    summary: UploadSummary
+    files: list[FileResult]
+
+
+class InstanceMetadata(BaseModel):
+    sop_instance_uid: str
+    sop_class_uid: str
+    instance_number: int | None
+    number_of_frames: int | None
+    rows: int | None
+    columns: int | None
+    transfer_syntax_uid: str
+    size_bytes: int
+    dataset_sha256: str
+    received_at: datetime
+    source_ae_title: str
+    source_ip: str | None
+
+
+class SeriesMetadata(BaseModel):
+    series_instance_uid: str
+    modality: str
+    series_number: int | None
+    series_description: str
+    body_part_examined: str
+    number_of_instances: int
+    instances: list[InstanceMetadata]
+
+
+class StudyMetadata(BaseModel):
+    study_instance_uid: str
+    study_date: str
+    study_time: str
+    accession_number: str
+    study_id: str
+    study_description: str
+    referring_physician_name: str
+    patient_name: str
+    patient_id: str
+    issuer_of_patient_id: str
+    patient_birth_date: str
+    patient_sex: str
+    modalities_in_study: list[str]
+    number_of_series: int
+    number_of_instances: int
+    facility: str
+    series: list[SeriesMetadata]
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+DicomJson = dict[str, Any]

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
+
+from noctispro.accounts.auth import (
+    LoginThrottled,
+    check_throttle,
+    clear_failures,
+    record_failure,
+)
+
+
+def client_ip(request: Any) -> str | None:
+    return request.META.get("REMOTE_ADDR") if request is not None else None
+
+
+class ThrottledAuthenticationForm(AuthenticationForm):
+    """Django's login form with the throttle the API token endpoint uses."""
+
+    def clean(self) -> dict[str, Any]:
+        username = self.cleaned_data.get("username") or ""
+        ip = client_ip(self.request)
+        try:
+            check_throttle(username, ip)
+        except LoginThrottled as exc:
+            raise ValidationError(
+                "Too many failed sign-ins. Try again in %(wait)s seconds.",
+                code="throttled",
+                params={"wait": exc.retry_after},
+            ) from exc
+        try:
+            cleaned = super().clean()
+        except ValidationError:
+            record_failure(username, ip)
+            raise
+        clear_failures(username)
+        return cleaned
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"multiple": True}))
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data: Any, initial: Any = None) -> Any:
+        single = super().clean
+        if isinstance(data, list | tuple):
+            return [single(d, initial) for d in data]
+        return [single(data, initial)]
+
+
+class UploadForm(forms.Form):
+    dicom_files = MultipleFileField(label="DICOM files or zip archives")
+    facility = forms.ChoiceField(required=False)
+
+    def __init__(self, *args: Any, facility_choices: list[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["facility"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = facility_choices
+        if len(facility_choices) <= 1:
+            field.widget = forms.HiddenInput()

@@ -1,0 +1,125 @@
+"""The web home page (study list), a study page, and upload — all scoped by facility."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    JsonResponse,
+)
+from django.shortcuts import render
+from django.views.decorators.http import require_http_methods
+
+from noctispro.accounts.models import Facility, Role, User
+from noctispro.accounts.scoping import principal_for_user
+from noctispro.core.bundles import FileResult, count_outcomes, store_file_or_zip
+from noctispro.core.ingest import Origin, default_facility
+from noctispro.index import selectors
+from noctispro.storage import get_blob_store
+from noctispro.web.worklist.forms import UploadForm, client_ip
+
+UPLOAD_ROLES = {Role.ADMIN, Role.TECHNOLOGIST, Role.RADIOLOGIST}
+
+
+def _user(request: HttpRequest) -> User:
+    user = request.user
+    assert isinstance(user, User)
+    return user
+
+
+@login_required
+def study_list(request: HttpRequest) -> HttpResponse:
+    user = _user(request)
+    search = request.GET.get("q", "")[:100]
+    try:
+        page = selectors.study_page(
+            principal_for_user(user), search=search, cursor=request.GET.get("after")
+        )
+    except ValueError:
+        return HttpResponseBadRequest("bad page cursor")
+    return render(
+        request,
+        "worklist/study_list.html",
+        {"page": page, "search": search, "can_upload": user.role in UPLOAD_ROLES},
+    )
+
+
+@login_required
+def study_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
+    study = selectors.study_tree(principal_for_user(_user(request)), study_uid)
+    if study is None:
+        raise Http404("No such study")
+    return render(request, "worklist/study_detail.html", {"study": study})
+
+
+@login_required
+def instance_file(request: HttpRequest, sop_instance_uid: str) -> FileResponse:
+    instance = selectors.get_instance(principal_for_user(_user(request)), sop_instance_uid)
+    if instance is None:
+        raise Http404("No such instance")
+    return FileResponse(
+        get_blob_store().open(instance.storage_key),
+        content_type="application/dicom",
+        as_attachment=True,
+        filename=f"{instance.sop_instance_uid}.dcm",
+    )
+
+
+def upload_facilities(user: User) -> list[Facility]:
+    """Facilities a user may file uploads under."""
+    if user.sees_all_facilities:
+        facilities = list(Facility.objects.order_by("-is_default", "code"))
+        return facilities or [default_facility()]
+    return list(user.facilities.order_by("code"))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def upload(request: HttpRequest) -> HttpResponse:
+    user = _user(request)
+    if user.role not in UPLOAD_ROLES:
+        return render(request, "worklist/upload.html", {"forbidden": True}, status=403)
+    facilities = upload_facilities(user)
+    choices = [(f.code, f"{f.code} — {f.name}") for f in facilities]
+    wants_json = "application/json" in request.headers.get("Accept", "")
+    results: list[FileResult] = []
+    if request.method == "POST":
+        form = UploadForm(request.POST, request.FILES, facility_choices=choices)
+        if form.is_valid():
+            code = form.cleaned_data.get("facility") or (choices[0][0] if choices else "")
+            facility = next((f for f in facilities if f.code == code), None)
+            if facility is None:
+                form.add_error("facility", "You cannot upload to that facility.")
+            else:
+                origin = Origin(
+                    channel="upload", ip=client_ip(request), user_id=user.pk, facility=facility
+                )
+                for uploaded in form.cleaned_data["dicom_files"]:
+                    results.extend(
+                        store_file_or_zip(uploaded.name or "upload", uploaded.file, origin)
+                    )
+        if wants_json:
+            if form.errors:
+                return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
+            return JsonResponse(
+                {
+                    "summary": count_outcomes(results),
+                    "files": [r.__dict__ for r in results],
+                }
+            )
+    else:
+        form = UploadForm(facility_choices=choices)
+    return render(
+        request,
+        "worklist/upload.html",
+        {
+            "form": form,
+            "results": results,
+            "summary": count_outcomes(results) if results else None,
+            "no_facility": not facilities,
+        },
+    )

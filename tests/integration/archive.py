@@ -1,0 +1,267 @@
+"""A real NoctisPro on loopback for integration tests: own data dir, own database, free ports.
+
+The archive runs as `noctispro serve` (or single services) in subprocesses, exactly as a
+user starts it; tests talk to it over HTTP and DICOM, and look at its database and
+storage from outside to check that nothing is lost or orphaned.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+NOCTISPRO = [sys.executable, "-m", "noctispro"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on port {port} after {timeout} s")
+
+
+def outer_database_url() -> str:
+    return os.environ.get("DATABASE_URL", "")
+
+
+def uses_postgres() -> bool:
+    return outer_database_url().startswith(("postgres://", "postgresql://"))
+
+
+def _pg_admin_dsn() -> str:
+    parts = urlsplit(outer_database_url())
+    user = parts.username or "postgres"
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or 5432
+    password = f":{parts.password}" if parts.password else ""
+    return f"postgresql://{user}{password}@{host}:{port}/postgres"
+
+
+def create_postgres_database() -> str:
+    """A fresh database next to the one CI gave us; returns its URL."""
+    import psycopg
+
+    name = f"noctispro_it_{secrets.token_hex(4)}"
+    with psycopg.connect(_pg_admin_dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    admin = urlsplit(_pg_admin_dsn())
+    return admin._replace(path=f"/{name}").geturl()
+
+
+def drop_postgres_database(url: str) -> None:
+    import psycopg
+
+    name = urlsplit(url).path.lstrip("/")
+    with psycopg.connect(_pg_admin_dsn(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Archive:
+    root: Path
+    database_url: str
+    env: dict[str, str]
+    web_port: int
+    api_port: int
+    dicom_port: int
+    admin_password: str
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def storage_root(self) -> Path:
+        return self.data_dir / "storage"
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def web(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def run(self, *args: str, check: bool = True, timeout: float = 120, **kw: Any):
+        """Run a `noctispro` command against this archive."""
+        result = subprocess.run(
+            [*NOCTISPRO, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            **kw,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"noctispro {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def start(self, command: str = "serve", *extra: str) -> subprocess.Popen:
+        log = open(self.root / f"{command}.out", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [*NOCTISPRO, command, *extra],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        ports = {
+            "serve": [self.web_port, self.api_port, self.dicom_port],
+            "web": [self.web_port],
+            "api": [self.api_port],
+            "dicom": [self.dicom_port],
+        }.get(command, [])
+        for port in ports:
+            wait_for_port(port, proc=proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            return proc.wait(timeout=timeout)
+        finally:
+            if proc in self.procs:
+                self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in list(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+
+    def output(self, command: str = "serve") -> str:
+        path = self.root / f"{command}.out"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_output(self, text: str, command: str = "serve", timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.output(command)
+            if text in out:
+                return out
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} not in output:\n{self.output(command)}")
+
+    def token(self, username: str = "admin", password: str | None = None) -> str:
+        r = httpx.post(
+            f"{self.api}/api/v1/auth/token",
+            data={"username": username, "password": password or self.admin_password},
+        )
+        assert r.status_code == 200, r.text
+        return str(r.json()["access_token"])
+
+    def client(self, username: str = "admin", password: str | None = None) -> httpx.Client:
+        token = self.token(username, password)
+        return httpx.Client(
+            base_url=self.api, headers={"Authorization": f"Bearer {token}"}, timeout=60
+        )
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Read the archive's database directly (for consistency checks only)."""
+        if self.database_url.startswith("sqlite"):
+            path = urlsplit(self.database_url).path[1:]
+            with closing(sqlite3.connect(path)) as conn:
+                return conn.execute(sql, params).fetchall()
+        import psycopg
+
+        with psycopg.connect(self.database_url) as conn:
+            return conn.execute(sql.replace("?", "%s"), params).fetchall()
+
+    def stored_files(self) -> set[str]:
+        return {
+            p.relative_to(self.storage_root).as_posix()
+            for p in self.storage_root.glob("??/??/*.dcm")
+        }
+
+    def assert_consistent(self) -> None:
+        """Every instance row has its file, every file its row, no half-written spool file."""
+        keys = {row[0] for row in self.query("SELECT storage_key FROM index_instance")}
+        assert self.stored_files() == keys
+        assert list((self.storage_root / ".tmp").glob("*")) == []
+
+
+@contextmanager
+def archive_at(root: Path, *, migrate: bool = True, **settings: str) -> Iterator[Archive]:
+    root.mkdir(parents=True, exist_ok=True)
+    database_url = (
+        create_postgres_database()
+        if uses_postgres()
+        else f"sqlite:///{root / 'data' / 'noctispro.sqlite3'}"
+    )
+    password = "It-" + secrets.token_urlsafe(12)
+    ports = {"web": free_port(), "api": free_port(), "dicom": free_port()}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("NOCTISPRO_")
+        and key not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}
+    }
+    env.update(
+        {
+            "NOCTISPRO_DATA_DIR": str(root / "data"),
+            "DATABASE_URL": database_url,
+            "NOCTISPRO_SECRET_KEY": secrets.token_urlsafe(40),
+            "NOCTISPRO_ADMIN_PASSWORD": password,
+            "NOCTISPRO_BIND": "127.0.0.1",
+            "NOCTISPRO_WEB_PORT": str(ports["web"]),
+            "NOCTISPRO_API_PORT": str(ports["api"]),
+            "NOCTISPRO_DICOM_PORT": str(ports["dicom"]),
+            "NOCTISPRO_WORKER_HEARTBEAT_SECONDS": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(settings)
+    archive = Archive(
+        root=root,
+        database_url=database_url,
+        env=env,
+        web_port=ports["web"],
+        api_port=ports["api"],
+        dicom_port=ports["dicom"],
+        admin_password=password,
+    )
+    if migrate:
+        archive.run("migrate")
+    try:
+        yield archive
+    finally:
+        archive.stop_all()
+        if uses_postgres():
+            drop_postgres_database(database_url)

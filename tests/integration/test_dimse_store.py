@@ -1,0 +1,168 @@
+"""C-ECHO and C-STORE into a running `noctispro serve`, from DCMTK and from pynetdicom."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, _config
+from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
+
+from tests.factories import dataset_bytes, make_ct, to_bytes, write
+from tests.helpers import pydicom_test_file
+from tests.integration.archive import Archive
+from tests.integration.conftest import need
+
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+
+def test_echoscu(running_archive: Archive) -> None:
+    result = subprocess.run(
+        [need("echoscu"), "-aec", "NOCTISPRO", "127.0.0.1", str(running_archive.dicom_port)],
+        env=DCMTK_ENV,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_storescu_files_are_indexed_and_byte_identical(running_archive: Archive, tmp_path: Path):
+    study_uid = generate_uid()
+    sent = {}
+    for n in range(5):
+        ds = make_ct(study_uid=study_uid, instance_number=n + 1, patient_name="Storescu^Test")
+        path = write(ds, tmp_path / f"ct{n}.dcm")
+        sent[ds.SOPInstanceUID] = path.read_bytes()
+    mr = pydicom_test_file("MR_small.dcm")
+    result = subprocess.run(
+        [
+            need("storescu"),
+            "-aet",
+            "CT_SCANNER",
+            "-aec",
+            "NOCTISPRO",
+            "127.0.0.1",
+            str(running_archive.dicom_port),
+            *sorted(map(str, tmp_path.glob("*.dcm"))),
+            str(mr),
+        ],
+        env=DCMTK_ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    with running_archive.client() as api:
+        meta = api.get(f"/api/v1/dicom/studies/{study_uid}/metadata")
+        assert meta.status_code == 200, meta.text
+        body = meta.json()
+        assert body["patient_name"] == "Storescu^Test"
+        assert body["number_of_instances"] == 5
+        instances = body["series"][0]["instances"]
+        assert {i["source_ae_title"] for i in instances} == {"CT_SCANNER"}
+        for uid, original in sent.items():
+            r = api.get(f"/api/v1/dicom/instances/{uid}/file")
+            assert r.status_code == 200
+            assert r.headers["content-type"] == "application/dicom"
+            assert dataset_bytes(r.content) == dataset_bytes(original)
+    running_archive.assert_consistent()
+
+
+def _associate(archive: Archive, contexts: list[str], transfer_syntax: str | None = None):
+    ae = AE(ae_title="PYNETDICOM")
+    for cx in contexts:
+        if transfer_syntax:
+            ae.add_requested_context(cx, [transfer_syntax])
+        else:
+            ae.add_requested_context(cx)
+    assoc = ae.associate("127.0.0.1", archive.dicom_port, ae_title="NOCTISPRO")
+    assert assoc.is_established
+    return assoc
+
+
+def test_pynetdicom_store_and_echo(running_archive: Archive) -> None:
+    assoc = _associate(running_archive, [Verification, CTImageStorage])
+    try:
+        assert assoc.send_c_echo().Status == 0x0000
+        ds = make_ct(patient_name="Pynetdicom^Test")
+        status = assoc.send_c_store(ds)
+        assert status.Status == 0x0000
+        again = assoc.send_c_store(ds)
+        assert again.Status == 0x0000  # the same instance again: idempotent
+    finally:
+        assoc.release()
+    rows = running_archive.query(
+        "SELECT COUNT(*) FROM index_instance WHERE sop_instance_uid = ?", (ds.SOPInstanceUID,)
+    )
+    assert rows[0][0] == 1
+
+
+@pytest.fixture
+def raw_sending():
+    """Send files exactly as they are on disk (pynetdicom does not re-encode them)."""
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    yield
+    _config.STORE_SEND_CHUNKED_DATASET = False
+
+
+def _without(keyword: str) -> bytes:
+    ds = make_ct()
+    delattr(ds, keyword)
+    return to_bytes(ds)
+
+
+@pytest.mark.parametrize(
+    ("case", "data", "status"),
+    [
+        ("truncated pixel data", to_bytes(make_ct())[:-1000], 0xC000),
+        ("missing StudyInstanceUID", _without("StudyInstanceUID"), 0xA900),
+    ],
+)
+def test_bad_data_sets_get_failure_statuses(
+    running_archive: Archive, raw_sending, tmp_path: Path, case: str, data: bytes, status: int
+) -> None:
+    before = running_archive.query("SELECT COUNT(*) FROM index_instance")[0][0]
+    path = tmp_path / "bad.dcm"
+    path.write_bytes(data)
+    assoc = _associate(running_archive, [CTImageStorage], ExplicitVRLittleEndian)
+    try:
+        rsp = assoc.send_c_store(path)
+        assert rsp.Status == status, case
+        assert rsp.ErrorComment
+    finally:
+        assoc.release()
+    assert running_archive.query("SELECT COUNT(*) FROM index_instance")[0][0] == before
+    running_archive.assert_consistent()
+
+
+def test_dcmsend_of_pydicom_test_files(running_archive: Archive) -> None:
+    """What a new user tries first: a whole folder of odd files; the good ones land."""
+    folder = pydicom_test_file("CT_small.dcm").parent
+    result = subprocess.run(
+        [
+            need("dcmsend"),
+            "-nh",
+            "-dn",
+            "-aec",
+            "NOCTISPRO",
+            "127.0.0.1",
+            str(running_archive.dicom_port),
+            "--scan-directories",
+            str(folder),
+        ],
+        env=DCMTK_ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "Association Request Failed" not in result.stderr
+    ct_small = running_archive.query(
+        "SELECT COUNT(*) FROM index_instance WHERE sop_instance_uid = ?",
+        ("1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322",),
+    )
+    assert ct_small[0][0] == 1
+    running_archive.assert_consistent()

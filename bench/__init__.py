@@ -1,0 +1,1 @@
+"""Benchmarks against named peers (Orthanc, DCMTK). Not shipped; run from a checkout."""

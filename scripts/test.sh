@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install what the tests need and run them: DCMTK (Debian package, the independent DICOM
+# client the integration tests talk to), a virtualenv with the `test` dependency group,
+# then pytest. Extra arguments go to pytest. DATABASE_URL=postgresql://... runs the
+# suite against PostgreSQL instead of SQLite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v storescu >/dev/null || ! command -v dcmsend >/dev/null; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get install -y -q dcmtk >/dev/null 2>&1 || {
+    $SUDO apt-get update -q >/dev/null
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q dcmtk >/dev/null
+  }
+fi
+
+VENV="${NOCTISPRO_VENV:-.venv}"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip>=25.1"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e . --group test
+
+exec "$VENV/bin/python" -m pytest "$@"

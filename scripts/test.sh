@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# Install what the tests need and run them: DCMTK (Debian package, the independent DICOM
-# client the integration tests talk to), a virtualenv with the `test` dependency group,
-# then pytest. Extra arguments go to pytest. DATABASE_URL=postgresql://... runs the
-# suite against PostgreSQL instead of SQLite.
+# Install what the tests need and run them: DCMTK (the independent DICOM clients the
+# integration tests talk to) and Chromium (the browser the e2e tests drive) from Debian,
+# a virtualenv with the `test` dependency group, then pytest. Extra arguments go to
+# pytest. DATABASE_URL=postgresql://... runs the suite against PostgreSQL instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v storescu >/dev/null || ! command -v dcmsend >/dev/null; then
+if ! command -v storescu >/dev/null || ! command -v chromium >/dev/null; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get install -y -q dcmtk >/dev/null 2>&1 || {
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -q dcmtk chromium >/dev/null 2>&1 || {
     $SUDO apt-get update -q >/dev/null
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q dcmtk >/dev/null
+    $SUDO apt-get install -y -q dcmtk chromium >/dev/null
   }
 fi
 

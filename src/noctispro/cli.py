@@ -94,11 +94,10 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_dicom(args: argparse.Namespace) -> int:
     _prepare(args)
     from noctispro.conf import get_settings
-    from noctispro.dimse.server import serve
+    from noctispro.dimse.server import serve_processes
 
     settings = get_settings()
-    serve(settings, _stop_event())
-    return 0
+    return serve_processes(settings, args.processes or settings.dicom_processes, _stop_event())
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -299,7 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = service("api", "run the API and DICOMweb (FastAPI)")
     p.add_argument("--port", type=int)
     p.set_defaults(func=cmd_api)
-    service("dicom", "run the DICOM SCP").set_defaults(func=cmd_dicom)
+    p = service("dicom", "run the DICOM SCP")
+    p.add_argument(
+        "--processes", type=int, help="SCP processes sharing the port (NOCTISPRO_DICOM_PROCESSES)"
+    )
+    p.set_defaults(func=cmd_dicom)
     p = service("worker", "run the job worker")
     p.add_argument("--concurrency", type=int, default=1)
     p.set_defaults(func=cmd_worker)

@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     dicom_max_pdu: int = 262_144
     dicom_network_timeout: float = 60.0
     dicom_max_associations: int = 32
+    dicom_processes: int = Field(default=1, ge=1, le=64)
 
     # Health check.
     health_worker_max_age_seconds: float = 30.0

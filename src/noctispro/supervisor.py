@@ -28,6 +28,7 @@ SERVICES = ("web", "api", "dicom", "worker")
 GRACE_SECONDS = 10.0
 MAX_BACKOFF = 30.0
 HEALTHY_AFTER = 60.0
+ANNOUNCE_WITHIN = 30.0
 
 
 def _die_with_parent() -> None:
@@ -98,12 +99,29 @@ class Supervisor:
                 child.proc and child.proc.pid,
                 child.log_path,
             )
-        self._announce()
+        # Announce once every port answers (or after ANNOUNCE_WITHIN s), checking from
+        # the monitoring loop so that a child crashing at start is still restarted.
+        announce_by = time.monotonic() + ANNOUNCE_WITHIN
+        announced = False
         while not self.stopping:
             self._tick()
+            if not announced:
+                up = self._ports_answering()
+                if all(up.values()) or time.monotonic() > announce_by:
+                    self._announce(up)
+                    announced = True
             time.sleep(0.2)
         self._stop_all()
         return 0
+
+    def _ports(self) -> tuple[str, dict[str, int]]:
+        s = self.settings
+        host = "127.0.0.1" if s.bind in {"0.0.0.0", "::"} else s.bind
+        return host, {"web": s.web_port, "api": s.api_port, "dicom": s.dicom_port}
+
+    def _ports_answering(self) -> dict[str, bool]:
+        host, ports = self._ports()
+        return {name: _answers(host, port) for name, port in ports.items()}
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -151,11 +169,9 @@ class Supervisor:
             child.closed()
         log.info("all services stopped")
 
-    def _announce(self) -> None:
+    def _announce(self, up: dict[str, bool]) -> None:
         s = self.settings
-        host = "127.0.0.1" if s.bind in {"0.0.0.0", "::"} else s.bind
-        ports = {"web": s.web_port, "api": s.api_port, "dicom": s.dicom_port}
-        up = {name: _wait_for_port(host, port, 30) for name, port in ports.items()}
+        host, _ = self._ports()
         secret = s.secrets_dir / "admin_password"
         password_hint = (
             f"the generated password is in {secret}"
@@ -181,15 +197,12 @@ class Supervisor:
         print("\n".join(lines), flush=True)
 
 
-def _wait_for_port(host: str, port: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.2)
-    return False
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
 
 
 def serve() -> int:

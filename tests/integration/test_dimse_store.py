@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -166,3 +167,46 @@ def test_dcmsend_of_pydicom_test_files(running_archive: Archive) -> None:
     )
     assert ct_small[0][0] == 1
     running_archive.assert_consistent()
+
+
+def test_several_scp_processes_share_the_port(new_archive: Archive, tmp_path: Path) -> None:
+    proc = new_archive.start("dicom", "--processes", "2")
+    new_archive.wait_output("started 2 DICOM SCP processes", command="dicom")
+    study_uid = generate_uid()
+    groups = []
+    for g in range(4):
+        files = [
+            write(
+                make_ct(study_uid=study_uid, instance_number=10 * g + i), tmp_path / f"{g}-{i}.dcm"
+            )
+            for i in range(5)
+        ]
+        groups.append(files)
+    senders = [
+        subprocess.Popen(
+            [
+                need("storescu"),
+                "-aec",
+                "NOCTISPRO",
+                "127.0.0.1",
+                str(new_archive.dicom_port),
+                *map(str, files),
+            ],
+            env=DCMTK_ENV,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for files in groups
+    ]
+    for sender in senders:
+        _, err = sender.communicate(timeout=60)
+        assert sender.returncode == 0, err
+    assert new_archive.query(
+        "SELECT number_of_instances FROM index_study WHERE study_instance_uid = ?", (study_uid,)
+    ) == [(20,)]
+    pids = set(re.findall(r"listening on \S+ \(pid (\d+)\)", new_archive.output("dicom")))
+    assert len(pids) == 2
+    assert new_archive.stop(proc) == 0
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}"), "an SCP process outlived its parent"
+    new_archive.assert_consistent()

@@ -8,6 +8,8 @@ hands that file to `store_instance` and answers with the status it maps to.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import socket
 import threading
 from typing import Any
@@ -96,9 +98,19 @@ class PacsRequestHandler(RequestHandler):
 
 
 class PacsAssociationServer(ThreadedAssociationServer):
+    #: Several SCP processes share one port (SO_REUSEPORT: the kernel spreads the
+    #: connections). Only when asked, so a stray second instance still fails to bind.
+    reuse_port = False
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("request_handler", PacsRequestHandler)
         super().__init__(*args, **kwargs)
+
+    def server_bind(self) -> None:
+        if self.reuse_port:
+            assert self.socket is not None
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
 
 def _on_association_end(event: evt.Event) -> None:
@@ -162,14 +174,19 @@ HANDLERS: list[Any] = [
 
 
 def start(
-    settings: Settings, *, port: int | None = None, handlers: list[Any] | None = None
+    settings: Settings,
+    *,
+    port: int | None = None,
+    handlers: list[Any] | None = None,
+    reuse_port: bool = False,
 ) -> ThreadedAssociationServer:
     """Start the SCP in background threads and return its server."""
     ae = build_ae(settings)
+    server_class = type("SharedPortServer", (PacsAssociationServer,), {"reuse_port": True})
     server = ae.make_server(
         (settings.bind, settings.dicom_port if port is None else port),
         evt_handlers=HANDLERS if handlers is None else handlers,
-        server_class=PacsAssociationServer,
+        server_class=server_class if reuse_port else PacsAssociationServer,
     )
     ae._servers.append(server)  # pynetdicom's shutdown() takes it off this list
     thread = threading.Thread(
@@ -179,14 +196,54 @@ def start(
     return server
 
 
-def serve(settings: Settings, stop: threading.Event) -> None:
+def serve(settings: Settings, stop: threading.Event, *, reuse_port: bool = False) -> None:
     """Run the SCP until `stop` is set."""
-    server = start(settings)
+    server = start(settings, reuse_port=reuse_port)
     log.info(
-        "DICOM SCP %s listening on %s:%s", settings.ae_title, settings.bind, settings.dicom_port
+        "DICOM SCP %s listening on %s:%s (pid %s)",
+        settings.ae_title,
+        settings.bind,
+        settings.dicom_port,
+        os.getpid(),
     )
     try:
         stop.wait()
     finally:
         server.shutdown()
         log.info("DICOM SCP stopped")
+
+
+def serve_processes(settings: Settings, processes: int, stop: threading.Event) -> int:
+    """Run `processes` SCP processes on one port so parallel associations use every core.
+
+    If one of them dies the others are stopped and a non-zero code returned: the
+    supervisor (or systemd) restarts the whole group.
+    """
+    if processes <= 1:
+        serve(settings, stop)
+        return 0
+    from noctispro.dimse.process import serve_shared_port
+
+    context = multiprocessing.get_context("spawn")
+    children = [
+        context.Process(target=serve_shared_port, name=f"dicom-{n}") for n in range(processes)
+    ]
+    for child in children:
+        child.start()
+    log.info("started %d DICOM SCP processes on port %s", processes, settings.dicom_port)
+    code = 0
+    while not stop.wait(0.5):
+        dead = [c for c in children if not c.is_alive()]
+        if dead:
+            log.error("DICOM SCP process %s exited with %s", dead[0].pid, dead[0].exitcode)
+            code = 1
+            break
+    for child in children:
+        if child.is_alive():
+            child.terminate()
+    for child in children:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    return code

@@ -17,6 +17,9 @@ def setup_django() -> Settings:
     if _done:
         return settings
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "noctispro.web.settings")
+    # The database, blobs, spool files and logs hold patient data: nothing we create is
+    # readable by other users of the machine.
+    os.umask(0o027)
     for path in (settings.data_dir, settings.tmp_dir, settings.logs_dir):
         path.mkdir(parents=True, exist_ok=True)
     tempfile.tempdir = str(settings.tmp_dir)

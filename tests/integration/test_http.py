@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 import zipfile
 
@@ -36,6 +37,14 @@ def test_docs_are_served(running_archive: Archive) -> None:
         assert httpx.get(running_archive.api + path).status_code == 200
     spec = httpx.get(running_archive.api + "/api/v1/openapi.json").json()
     assert "/api/v1/dicom/upload" in spec["paths"]
+    # The pages work without Internet access: their scripts come from us.
+    for page in ("/api/v1/docs", "/api/v1/redoc"):
+        html = httpx.get(running_archive.api + page).text
+        scripts = re.findall(r'src="([^"]+\.js)"', html)
+        assert scripts
+        for src in scripts:
+            assert src.startswith("/api/v1/"), src
+            assert httpx.get(running_archive.api + src).status_code == 200
 
 
 @pytest.mark.parametrize(

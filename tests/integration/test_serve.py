@@ -58,6 +58,9 @@ def test_first_start_generates_and_prints_the_admin_password(tmp_path: Path) -> 
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600
         assert stat.S_IMODE((archive.data_dir / "secrets" / "secret_key").stat().st_mode) == 0o600
         assert f"http://127.0.0.1:{archive.web_port}/" in out
+        for phi in (archive.data_dir / "noctispro.sqlite3", archive.data_dir / "logs" / "api.log"):
+            if phi.exists():
+                assert stat.S_IMODE(phi.stat().st_mode) & 0o007 == 0, phi
         assert f"NOCTISPRO@127.0.0.1:{archive.dicom_port}" in out
         assert archive.token("admin", password)
         assert archive.stop(proc) == 0

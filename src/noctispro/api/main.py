@@ -8,6 +8,7 @@ settings = setup_django()
 
 from fastapi import APIRouter, FastAPI  # noqa: E402
 from fastapi.middleware.cors import CORSMiddleware  # noqa: E402
+from fastapi_offline import FastAPIOffline  # noqa: E402
 
 from noctispro import __version__  # noqa: E402
 from noctispro.api.limits import BodySizeLimit  # noqa: E402
@@ -15,7 +16,10 @@ from noctispro.api.routers import auth, dicom, health  # noqa: E402
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(
+    # Swagger UI and ReDoc from files we ship: FastAPI's default pages load them from a
+    # CDN, which a hospital network (and this build machine) often cannot reach.
+    app = FastAPIOffline(
+        static_url="/api/v1/docs-static",
         title="NoctisPro PACS API",
         version=__version__,
         docs_url="/api/v1/docs",

@@ -56,39 +56,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve()
 
 
-def cmd_web(args: argparse.Namespace) -> int:
+def _run_http(app: str, port: int | None, default_port: str, **options: object) -> int:
     import uvicorn
 
-    _prepare(args)
     from noctispro.conf import get_settings
 
     s = get_settings()
     uvicorn.run(
-        "noctispro.web.asgi:application",
+        app,
         host=s.bind,
-        port=args.port or s.web_port,
+        port=port or getattr(s, default_port),
         proxy_headers=True,
         log_level="info",
-        lifespan="off",
+        **options,  # type: ignore[arg-type]
     )
     return 0
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    _prepare(args)
+    return _run_http("noctispro.web.asgi:application", args.port, "web_port", lifespan="off")
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
-
     _prepare(args)
-    from noctispro.conf import get_settings
-
-    s = get_settings()
-    uvicorn.run(
-        "noctispro.api.main:app",
-        host=s.bind,
-        port=args.port or s.api_port,
-        proxy_headers=True,
-        log_level="info",
-    )
-    return 0
+    return _run_http("noctispro.api.main:app", args.port, "api_port")
 
 
 def cmd_dicom(args: argparse.Namespace) -> int:

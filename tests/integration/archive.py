@@ -193,6 +193,21 @@ class Archive:
             base_url=self.api, headers={"Authorization": f"Bearer {token}"}, timeout=60
         )
 
+    def web_login(self, username: str = "admin", password: str | None = None) -> httpx.Client:
+        """A client signed in to the web pages through the login form (with its CSRF token)."""
+        web = httpx.Client(base_url=self.web, follow_redirects=True, timeout=60)
+        web.get("/login/")
+        response = web.post(
+            "/login/",
+            data={
+                "username": username,
+                "password": password or self.admin_password,
+                "csrfmiddlewaretoken": web.cookies["csrftoken"],
+            },
+        )
+        assert response.status_code == 200 and "sessionid" in web.cookies, response.text[:500]
+        return web
+
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         """Read the archive's database directly (for consistency checks only)."""
         if self.database_url.startswith("sqlite"):

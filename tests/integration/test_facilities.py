@@ -90,21 +90,6 @@ def _password(archive: Archive, user: str) -> str:
     return archive.admin_password if user == "admin" else PASSWORD
 
 
-def _web_session(archive: Archive, user: str) -> httpx.Client:
-    web = httpx.Client(base_url=archive.web, follow_redirects=True)
-    web.get("/login/")
-    r = web.post(
-        "/login/",
-        data={
-            "username": user,
-            "password": _password(archive, user),
-            "csrfmiddlewaretoken": web.cookies["csrftoken"],
-        },
-    )
-    assert r.status_code == 200 and "sessionid" in web.cookies, r.text[:500]
-    return web
-
-
 Route = Callable[[httpx.Client, httpx.Client, dict[str, str]], bool]
 
 
@@ -161,7 +146,7 @@ def test_every_study_route_is_scoped_by_facility(
     expected = USERS[user][1]
     with (
         running_archive.client(user, _password(running_archive, user)) as api,
-        closing(_web_session(running_archive, user)) as web,
+        closing(running_archive.web_login(user, _password(running_archive, user))) as web,
     ):
         for route_name, route in ROUTES.items():
             for facility, ids in two_facilities.items():

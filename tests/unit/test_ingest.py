@@ -316,3 +316,15 @@ def test_instance_over_the_size_limit(settings_env, storage_root: Path):
         store_bytes(to_bytes(make_ct()))
     assert err.value.reason is Rejection.TOO_LARGE
     assert_consistent(storage_root)
+
+
+def test_series_filed_under_another_study_is_refused(storage_root: Path):
+    series_uid = generate_uid()
+    store_bytes(to_bytes(make_ct(series_uid=series_uid)))
+    with pytest.raises(InstanceRejected) as err:
+        store_bytes(to_bytes(make_ct(series_uid=series_uid)))  # same series, new study
+    assert err.value.reason is Rejection.INDEX_CONFLICT
+    assert "another study" in err.value.message
+    assert Instance.objects.count() == 1
+    assert Study.objects.count() == 1  # the second study's rows were rolled back
+    assert_consistent(storage_root)

@@ -17,7 +17,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
@@ -38,6 +38,7 @@ from noctispro.core.attributes import (
 from noctispro.core.dicomfile import FileLayout, InvalidDicom, Problem, inspect_file
 from noctispro.index.models import ChangeKind, Instance
 from noctispro.index.services import (
+    FacilityConflict,
     IndexConflict,
     Provenance,
     StoredBlob,
@@ -112,7 +113,6 @@ class StoreResult:
     transfer_syntax_uid: str
     facility_code: str
     warning: str = ""
-    stats: dict[str, float] = field(default_factory=dict, compare=False)
 
 
 def store_instance(source: BinaryIO | str | Path, origin: Origin) -> StoreResult:
@@ -163,18 +163,19 @@ def _store(fp: BinaryIO, origin: Origin) -> StoreResult:
             blob = _write_blob(fp, layout, attrs, origin)
             try:
                 record_new_instance(facility, attrs, blob, provenance)
-            except IntegrityError:
-                # Stored meanwhile by another association: drop ours, judge it as a duplicate.
+            except IntegrityError as exc:
                 get_blob_store().delete(blob.storage_key)
-                continue
+                if find_stored(attrs.sop_instance_uid, "").instance_id is not None:
+                    continue  # stored meanwhile by another association: judge it as a duplicate
+                raise InstanceRejected(
+                    Rejection.INDEX_CONFLICT, f"the index refused the instance: {exc}"
+                ) from exc
+            except FacilityConflict as exc:
+                get_blob_store().delete(blob.storage_key)
+                raise InstanceRejected(Rejection.FACILITY_CONFLICT, str(exc)) from exc
             except IndexConflict as exc:
                 get_blob_store().delete(blob.storage_key)
-                reason = (
-                    Rejection.FACILITY_CONFLICT
-                    if "facility" in str(exc)
-                    else Rejection.INDEX_CONFLICT
-                )
-                raise InstanceRejected(reason, str(exc)) from exc
+                raise InstanceRejected(Rejection.INDEX_CONFLICT, str(exc)) from exc
             except BaseException:
                 get_blob_store().delete(blob.storage_key)
                 raise

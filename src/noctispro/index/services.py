@@ -16,7 +16,11 @@ from noctispro.index.models import Change, ChangeKind, Instance, Study
 
 
 class IndexConflict(Exception):
-    """The instance contradicts what the index holds (another facility, another study)."""
+    """The instance contradicts what the index holds (e.g. its series is in another study)."""
+
+
+class FacilityConflict(IndexConflict):
+    """The instance's study belongs to another facility."""
 
 
 @dataclass(frozen=True)
@@ -161,7 +165,7 @@ def record_new_instance(
         )
         study_pk, study_facility, modalities, sop_classes = c.fetchone()
         if study_facility != facility.pk:
-            raise IndexConflict(f"study {attrs.study_instance_uid} belongs to another facility")
+            raise FacilityConflict(f"study {attrs.study_instance_uid} belongs to another facility")
 
         c.execute(
             "INSERT INTO index_series (study_id, series_instance_uid, modality, series_number,"

@@ -210,3 +210,19 @@ def test_several_scp_processes_share_the_port(new_archive: Archive, tmp_path: Pa
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}"), "an SCP process outlived its parent"
     new_archive.assert_consistent()
+
+
+def test_a_huge_declared_pdu_length_closes_the_connection(running_archive: Archive) -> None:
+    """A P-DATA header declaring 4 GiB must not make the server allocate it."""
+    import socket
+    import struct
+
+    with socket.create_connection(("127.0.0.1", running_archive.dicom_port), timeout=10) as s:
+        s.sendall(struct.pack(">BBI", 0x04, 0, 0xFFFFFFF0) + b"\x00" * 64)
+        s.settimeout(10)
+        try:
+            data = s.recv(1024)
+        except ConnectionResetError:
+            data = b""
+        assert data in (b"",) or data[0] == 0x07  # closed, or an A-ABORT
+    assert _associate(running_archive, [Verification]).send_c_echo().Status == 0

@@ -66,15 +66,27 @@ def set_nodelay(sock: socket.socket | None) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class PacsAssociationSocket(AssociationSocket):
-    """pynetdicom's socket with a receive that fills one buffer in place.
+class PduTooLarge(OSError):
+    pass
 
-    The stock `recv` loops over 4 KiB reads and grows a bytearray: for a 128 KiB PDU
-    that is 32 system calls and as many copies; `recv_into` does it in one or two.
+
+class PacsAssociationSocket(AssociationSocket):
+    """pynetdicom's socket with a bounded receive that fills one buffer in place.
+
+    pynetdicom reads whatever length a PDU header declares; here a declared length past
+    `max_receive` ends the connection before anything is allocated (pynetdicom turns
+    the OSError into a closed transport). Within the bound, `recv_into` fills the
+    buffer in one or two calls where the stock loop made 4 KiB reads and copies.
     """
+
+    #: Largest PDU body accepted: our maximum PDU for P-DATA, and room for association
+    #: requests with many contexts or user identity. Set from Settings at start.
+    max_receive = 1 << 20
 
     def recv(self, nr_bytes: int) -> bytearray:
         assert self.socket is not None
+        if nr_bytes > self.max_receive:
+            raise PduTooLarge(f"peer declared a {nr_bytes}-byte PDU (limit {self.max_receive})")
         buffer = bytearray(nr_bytes)
         view = memoryview(buffer)
         received = 0
@@ -181,6 +193,7 @@ def start(
     reuse_port: bool = False,
 ) -> ThreadedAssociationServer:
     """Start the SCP in background threads and return its server."""
+    PacsAssociationSocket.max_receive = max(settings.dicom_max_pdu, 1 << 20)
     ae = build_ae(settings)
     server_class = type("SharedPortServer", (PacsAssociationServer,), {"reuse_port": True})
     server = ae.make_server(

@@ -8,13 +8,15 @@ sees the studies of the facilities it belongs to; admins and users flagged
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 
 if TYPE_CHECKING:
     from noctispro.accounts.models import User
     from noctispro.index.models import Study
+
+M = TypeVar("M", bound=Model)
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,13 @@ def principal_for_ae(calling_ae_title: str) -> Principal:
 def scope_studies(principal: Principal, studies: QuerySet[Study] | None = None) -> QuerySet[Study]:
     from noctispro.index.models import Study
 
-    qs = Study.objects.all() if studies is None else studies
+    return scope_to_facilities(principal, Study.objects.all() if studies is None else studies)
+
+
+def scope_to_facilities(principal: Principal, rows: QuerySet[M]) -> QuerySet[M]:
+    """Rows with a `facility` the principal belongs to (studies, orders, ...)."""
     if principal.facility_ids is None:
-        return qs
+        return rows
     if not principal.facility_ids:
-        return qs.none()
-    return qs.filter(facility_id__in=principal.facility_ids)
+        return rows.none()
+    return rows.filter(facility_id__in=principal.facility_ids)

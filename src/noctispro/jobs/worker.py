@@ -105,7 +105,8 @@ class DatabaseWorker:
 
 
 class _Maintenance(threading.Thread):
-    """Heartbeat, lease recovery, lost-message re-sends and the stable-study scan."""
+    """Heartbeat, lease recovery, lost-message re-sends, the stable-study scan and the
+    change-log listeners."""
 
     def __init__(self, name: str, backend: WorkerBackend, settings: Settings) -> None:
         super().__init__(name="jobs-maintenance", daemon=True)
@@ -125,6 +126,7 @@ class _Maintenance(threading.Thread):
             connection.close()
 
     def tick(self) -> None:
+        from noctispro.core.events import dispatch_pending
         from noctispro.index.services import mark_stable_studies
 
         close_old_connections()
@@ -132,6 +134,7 @@ class _Maintenance(threading.Thread):
             ("heartbeat", self.beat),
             ("lease recovery", recover_expired_leases),
             ("stable-study scan", lambda: mark_stable_studies(self.settings.stable_age_seconds)),
+            ("change-log listeners", dispatch_pending),
         ]
         if self.backend is WorkerBackend.CELERY:
             steps.append(

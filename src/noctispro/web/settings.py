@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "noctispro.accounts",
     "noctispro.index",
     "noctispro.jobs",
+    "noctispro.orders",
     "noctispro.web.worklist",
 ]
 

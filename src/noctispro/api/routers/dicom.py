@@ -7,8 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile, status
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from noctispro.accounts.models import Facility
-from noctispro.api.deps import CallerDep, SettingsDep, UploaderDep
+from noctispro.api.deps import CallerDep, SettingsDep, UploaderDep, facility_for_write
 from noctispro.api.routing import DjangoRoute
 from noctispro.api.schemas import (
     DicomJson,
@@ -20,33 +19,11 @@ from noctispro.api.schemas import (
 )
 from noctispro.core.bundles import FileResult, count_outcomes, store_file_or_zip
 from noctispro.core.headers import HeaderError, header_as_dicom_json
-from noctispro.core.ingest import Origin, default_facility
+from noctispro.core.ingest import Origin
 from noctispro.index import selectors
 from noctispro.storage import get_blob_store
 
 router = APIRouter(prefix="/dicom", tags=["dicom"], route_class=DjangoRoute)
-
-
-def _upload_facility(caller: CallerDep, code: str | None) -> Facility:
-    """The facility an upload is filed under: the caller's own, or one they name."""
-    user = caller.user
-    if code:
-        facility = Facility.objects.filter(code=code).first()
-        if facility is None or not caller.principal.can_see_facility(facility.pk):
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN, f"you cannot upload to facility {code!r}"
-            )
-        return facility
-    if user.sees_all_facilities:
-        return default_facility()
-    mine = list(user.facilities.order_by("code")[:2])
-    if len(mine) == 1:
-        return mine[0]
-    if not mine:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "you belong to no facility")
-    raise HTTPException(
-        status.HTTP_400_BAD_REQUEST, "you belong to several facilities: name one in `facility`"
-    )
 
 
 @router.post(
@@ -66,10 +43,8 @@ def upload(
     facility: Annotated[str | None, Form(description="Facility code, if you have several")] = None,
 ) -> JSONResponse:
     if len(files) > settings.max_upload_files:
-        raise HTTPException(
-            status.HTTP_413_CONTENT_TOO_LARGE, f"more than {settings.max_upload_files} files"
-        )
-    target = _upload_facility(caller, facility)
+        raise HTTPException(413, f"more than {settings.max_upload_files} files")
+    target = facility_for_write(caller, facility)
     origin = Origin(
         channel="upload",
         ip=request.client.host if request.client else None,

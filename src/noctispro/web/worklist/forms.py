@@ -41,6 +41,42 @@ class ThrottledAuthenticationForm(AuthenticationForm):
         return cleaned
 
 
+class OrderForm(forms.Form):
+    """A scheduled procedure, in the words of the Modality Worklist (PS3.4 K.6.1)."""
+
+    patient_name = forms.CharField(max_length=324, help_text="Family^Given, as DICOM writes it")
+    patient_id = forms.CharField(max_length=64, label="Patient ID")
+    patient_birth_date = forms.DateField(required=False, widget=forms.DateInput({"type": "date"}))
+    patient_sex = forms.ChoiceField(
+        required=False, choices=[("", "—"), ("F", "Female"), ("M", "Male"), ("O", "Other")]
+    )
+    accession_number = forms.CharField(
+        max_length=16, required=False, help_text="Left empty, one is generated"
+    )
+    modality = forms.CharField(max_length=16, initial="CT")
+    scheduled_station_ae_title = forms.CharField(
+        max_length=16, required=False, label="Scheduled station AE title"
+    )
+    scheduled_start = forms.DateTimeField(
+        widget=forms.DateTimeInput({"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        input_formats=["%Y-%m-%dT%H:%M"],
+        label="Scheduled start",
+    )
+    requested_procedure_description = forms.CharField(
+        max_length=64, required=False, label="Procedure"
+    )
+    referring_physician_name = forms.CharField(max_length=324, required=False)
+    facility = forms.ChoiceField(required=False)
+
+    def __init__(self, *args: Any, facility_choices: list[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["facility"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = facility_choices
+        if len(facility_choices) <= 1:
+            field.widget = forms.HiddenInput()
+
+
 class MultipleFileInput(forms.ClearableFileInput):
     allow_multiple_selected = True
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.http import (
     FileResponse,
     Http404,
@@ -11,7 +13,7 @@ from django.http import (
     HttpResponseBadRequest,
     JsonResponse,
 )
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from noctispro.accounts.models import Facility, Role, User
@@ -19,8 +21,9 @@ from noctispro.accounts.scoping import principal_for_user
 from noctispro.core.bundles import FileResult, count_outcomes, store_file_or_zip
 from noctispro.core.ingest import Origin, default_facility
 from noctispro.index import selectors
+from noctispro.orders.services import NewOrder, OrderConflict, create_order, open_orders
 from noctispro.storage import get_blob_store
-from noctispro.web.worklist.forms import UploadForm, client_ip
+from noctispro.web.worklist.forms import OrderForm, UploadForm, client_ip
 
 UPLOAD_ROLES = {Role.ADMIN, Role.TECHNOLOGIST, Role.RADIOLOGIST}
 
@@ -122,4 +125,61 @@ def upload(request: HttpRequest) -> HttpResponse:
             "summary": count_outcomes(results) if results else None,
             "no_facility": not facilities,
         },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def orders(request: HttpRequest) -> HttpResponse:
+    """Scheduled procedures: what the modalities see on their worklist, and a form to add one."""
+    user = _user(request)
+    facilities = upload_facilities(user)
+    choices = [(f.code, f"{f.code} — {f.name}") for f in facilities]
+    form = OrderForm(request.POST or None, facility_choices=choices)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        code = data.get("facility") or (choices[0][0] if choices else "")
+        facility = next((f for f in facilities if f.code == code), None)
+        if facility is None:
+            form.add_error("facility", "You cannot schedule for that facility.")
+        else:
+            start = data["scheduled_start"]
+            birth = data.get("patient_birth_date")
+            try:
+                order = create_order(
+                    facility,
+                    NewOrder(
+                        patient_name=data["patient_name"],
+                        patient_id=data["patient_id"],
+                        patient_birth_date=birth.strftime("%Y%m%d") if birth else "",
+                        patient_sex=data.get("patient_sex") or "",
+                        accession_number=data.get("accession_number") or "",
+                        modality=data["modality"],
+                        scheduled_station_ae_title=data.get("scheduled_station_ae_title") or "",
+                        scheduled_start_date=start.strftime("%Y%m%d"),
+                        scheduled_start_time=start.strftime("%H%M%S"),
+                        requested_procedure_description=(
+                            data.get("requested_procedure_description") or ""
+                        ),
+                        referring_physician_name=data.get("referring_physician_name") or "",
+                    ),
+                    created_by=user,
+                )
+            except OrderConflict as exc:
+                form.add_error("accession_number", str(exc))
+            except ValidationError as exc:
+                for field, errors in exc.message_dict.items():
+                    form.add_error(field if field in form.fields else None, errors)
+            else:
+                messages.success(
+                    request,
+                    f"Scheduled {order.modality} for {order.patient_name}, accession "
+                    f"{order.accession_number}.",
+                )
+                return redirect("worklist:orders")
+    rows = list(open_orders(principal_for_user(user))[:500])
+    return render(
+        request,
+        "worklist/orders.html",
+        {"form": form, "orders": rows, "no_facility": not facilities},
     )

@@ -23,7 +23,7 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 
 from noctispro.conf import Settings
 from noctispro.core.ingest import InstanceRejected, Origin, encode_file_meta, store_instance
-from noctispro.dimse import statuses
+from noctispro.dimse import fastpath, statuses
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,10 @@ _config.UNRESTRICTED_STORAGE_SERVICE = True
 # Log the identifiers of failed requests, not of every C-STORE.
 _config.LOG_REQUEST_IDENTIFIERS = False
 _config.LOG_RESPONSE_IDENTIFIERS = False
+# pynetdicom's standard handlers format log lines for every PDU and DIMSE message even
+# when nothing is logged at that level (0.3-0.8 ms per C-STORE here); we log ourselves.
+_config.LOG_HANDLER_LEVEL = "none"
+fastpath.install()
 
 
 def _spool_file_meta(**fields: Any) -> dict[str, Any]:

@@ -1,6 +1,9 @@
-"""Outgoing associations: C-ECHO for the health check (the DIMSE issue adds the rest)."""
+"""Outgoing associations: C-ECHO for the health check and remote nodes (the rest follows)."""
 
 from __future__ import annotations
+
+import time
+from dataclasses import dataclass
 
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -8,26 +11,86 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from noctispro.dimse.server import set_nodelay
 
 
-def _on_conn_open(event: evt.Event) -> None:
-    set_nodelay(event.assoc.dul.socket.socket if event.assoc.dul.socket else None)
+@dataclass(frozen=True)
+class EchoResult:
+    ok: bool
+    status: int | None  # the C-ECHO status; None when no response came
+    milliseconds: float  # from the connection attempt to the C-ECHO response
+    detail: str
+
+
+def verify(
+    host: str, port: int, called_ae: str, *, calling_ae: str = "NOCTISPRO", timeout: float = 5
+) -> EchoResult:
+    """C-ECHO a peer and say what happened, failures included (it never raises).
+
+    `timeout` bounds each phase: TCP connect, association answer, C-ECHO answer.
+    pynetdicom does not hand out the reason a connection failed, so it is told by the
+    time taken: a connect that gave up before the timeout was refused or unreachable.
+    """
+    ae = AE(ae_title=calling_ae)
+    ae.connection_timeout = timeout
+    ae.acse_timeout = timeout
+    ae.dimse_timeout = timeout
+    ae.network_timeout = timeout
+    ae.add_requested_context(Verification)
+    seen: set[str] = set()
+
+    def on_open(event: evt.Event) -> None:
+        seen.add("connected")
+        set_nodelay(event.assoc.dul.socket.socket if event.assoc.dul.socket else None)
+
+    def on_accepted(event: evt.Event) -> None:
+        seen.add("accepted")
+
+    where = f"{called_ae}@{host}:{port}"
+    start = time.perf_counter()
+
+    def result(ok: bool, status: int | None, detail: str) -> EchoResult:
+        ms = round(1000 * (time.perf_counter() - start), 2)
+        return EchoResult(ok=ok, status=status, milliseconds=ms, detail=detail)
+
+    def timed_out() -> bool:
+        return time.perf_counter() - start >= timeout * 0.95
+
+    try:
+        assoc = ae.associate(
+            host,
+            port,
+            ae_title=called_ae,
+            evt_handlers=[(evt.EVT_CONN_OPEN, on_open), (evt.EVT_ACCEPTED, on_accepted)],
+        )
+    except OSError as exc:  # the host name does not resolve
+        return result(False, None, f"cannot resolve {host!r}: {exc}")
+    if assoc.is_rejected:
+        rsp = assoc.acceptor.primitive
+        why = f"{rsp.result_str}, {rsp.source_str}: {rsp.reason_str}" if rsp else "no reason"
+        return result(False, None, f"{where} rejected the association ({why})")
+    if not assoc.is_established:
+        if "connected" not in seen:
+            if timed_out():
+                return result(False, None, f"no TCP connection to {host}:{port} in {timeout:g} s")
+            return result(False, None, f"TCP connection to {host}:{port} refused or unreachable")
+        if "accepted" in seen:
+            return result(False, None, f"{where} accepted no Verification presentation context")
+        if timed_out():
+            return result(False, None, f"{where} did not answer the association in {timeout:g} s")
+        return result(False, None, f"{where} aborted the association")
+    try:
+        response = assoc.send_c_echo()
+        if "Status" not in response:
+            return result(False, None, f"{where} sent no C-ECHO response in {timeout:g} s")
+        status = int(response.Status)
+        if status != 0:
+            return result(False, status, f"C-ECHO {where} answered status 0x{status:04X}")
+        return result(True, status, f"C-ECHO {where} succeeded")
+    finally:
+        if assoc.is_established:
+            assoc.release()
 
 
 def echo(
     host: str, port: int, called_ae: str, *, calling_ae: str = "NOCTISPRO", timeout: float = 5
 ) -> int | None:
     """C-ECHO a peer; return the status, or None if no association could be made."""
-    ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = timeout
-    ae.dimse_timeout = timeout
-    ae.network_timeout = timeout
-    ae.add_requested_context(Verification)
-    assoc = ae.associate(
-        host, port, ae_title=called_ae, evt_handlers=[(evt.EVT_CONN_OPEN, _on_conn_open)]
-    )
-    if not assoc.is_established:
-        return None
-    try:
-        status = assoc.send_c_echo()
-        return int(status.Status) if "Status" in status else None
-    finally:
-        assoc.release()
+    return verify(host, port, called_ae, calling_ae=calling_ae, timeout=timeout).status

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
-from noctispro.accounts.models import AuthFailure, Facility, FacilityAETitle, User
+from noctispro.accounts.models import AuthFailure, Facility, FacilityAETitle, RemoteNode, User
 
 
 class FacilityAETitleInline(admin.TabularInline):
@@ -35,3 +35,31 @@ class UserAdmin(BaseUserAdmin):
 class AuthFailureAdmin(admin.ModelAdmin):
     list_display = ["username", "client_ip", "at"]
     readonly_fields = ["username", "client_ip", "at"]
+
+
+@admin.register(RemoteNode)
+class RemoteNodeAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "ae_title",
+        "host",
+        "port",
+        "facility",
+        "allow_store",
+        "allow_find",
+        "allow_move",
+        "allow_get",
+        "tls",
+        "created_at",
+    ]
+    list_filter = ["facility", "allow_store", "allow_find", "allow_move", "allow_get", "tls"]
+    search_fields = ["name", "ae_title", "host", "description"]
+    list_select_related = ["facility"]
+    fieldsets = (
+        (None, {"fields": ("name", "ae_title", "host", "port", "facility", "description")}),
+        (
+            "What the node may ask of us (C-ECHO is always allowed)",
+            {"fields": ("allow_store", "allow_find", "allow_move", "allow_get")},
+        ),
+        ("Security", {"fields": ("tls",)}),
+    )

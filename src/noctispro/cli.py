@@ -1,4 +1,4 @@
-"""The `noctispro` command: serve, the four services, migrate, users, facilities, import."""
+"""The `noctispro` command: serve, the four services, migrate, users, facilities, nodes, import."""
 
 from __future__ import annotations
 
@@ -183,6 +183,72 @@ def cmd_facilities(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nodes(args: argparse.Namespace) -> int:
+    _prepare(args)
+    from django.core.exceptions import ValidationError
+
+    from noctispro.accounts import nodes
+    from noctispro.accounts.models import DEFAULT_OPERATIONS
+
+    if args.nodes_command == "add":
+        try:
+            operations = (
+                DEFAULT_OPERATIONS
+                if args.allow is None
+                else nodes.parse_operations(args.allow.split(","))
+            )
+            node = nodes.add_node(
+                args.name,
+                ae_title=args.aet,
+                host=args.host,
+                port=args.port,
+                facility_code=args.facility,
+                operations=operations,
+                tls=args.tls,
+                description=args.description,
+            )
+        except ValidationError as exc:
+            problems = [f"{f}: {m}" if f else m for f, m in nodes.field_problems(exc)]
+            print("error: " + "; ".join(problems), file=sys.stderr)
+            return 2
+        except (ValueError, nodes.NodeConflict) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        allowed = ",".join(node.allowed_operations) or "echo only"
+        print(f"Added node {node.name} ({node.ae_title}@{node.host}:{node.port}; {allowed})")
+        return 0
+    if args.nodes_command == "list":
+        print(
+            f"{'NAME':<20} {'AE TITLE':<16} {'HOST':<24} {'PORT':>5} {'FACILITY':<12} "
+            f"{'ALLOW':<20} TLS"
+        )
+        for n in nodes.list_nodes():
+            print(
+                f"{n.name:<20} {n.ae_title:<16} {n.host:<24} {n.port:>5} "
+                f"{n.facility.code if n.facility else '':<12} "
+                f"{','.join(n.allowed_operations) or '-':<20} {'yes' if n.tls else ''}"
+            )
+        return 0
+    try:
+        node = nodes.get_node(args.name)
+    except nodes.UnknownNode as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.nodes_command == "remove":
+        nodes.remove_node(node.name)
+        print(f"Removed node {node.name}")
+        return 0
+    # pynetdicom logs each failure as an error; the result line below already says it.
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+    result = nodes.echo_node(node, timeout=args.timeout)
+    status = "none" if result.status is None else f"0x{result.status:04X}"
+    print(
+        f"{'OK' if result.ok else 'FAILED'} {node.name}: {result.detail} "
+        f"(status {status}, {result.milliseconds:.1f} ms)"
+    )
+    return 0 if result.ok else 1
+
+
 class Progress:
     """A one-line progress bar on stderr (only when it is a terminal)."""
 
@@ -323,6 +389,29 @@ def build_parser() -> argparse.ArgumentParser:
     fadd.add_argument("--ae", action="append", metavar="AET", help="a sender AE title it owns")
     fac_sub.add_parser("list", help="list facilities")
     facilities.set_defaults(func=cmd_facilities)
+
+    nodes = sub.add_parser("nodes", help="manage remote DICOM nodes")
+    nodes_sub = nodes.add_subparsers(dest="nodes_command", required=True)
+    nadd = nodes_sub.add_parser("add", help="add a node")
+    nadd.add_argument("name", help="unique name, used in URLs")
+    nadd.add_argument("--aet", required=True, metavar="AET", help="its AE title (unique)")
+    nadd.add_argument("--host", required=True, help="host name or IP address")
+    nadd.add_argument("--port", required=True, type=int)
+    nadd.add_argument("--facility", metavar="CODE", help="the facility it acts for")
+    nadd.add_argument(
+        "--allow",
+        metavar="OPS",
+        help="what it may ask of us: store,find,move,get or none (default: store)",
+    )
+    nadd.add_argument("--tls", action="store_true", help="mark it as DICOM TLS (stored only)")
+    nadd.add_argument("--description", default="")
+    nodes_sub.add_parser("list", help="list nodes")
+    nremove = nodes_sub.add_parser("remove", help="remove a node")
+    nremove.add_argument("name")
+    necho = nodes_sub.add_parser("echo", help="C-ECHO a node (exit code 0 when it answers)")
+    necho.add_argument("name")
+    necho.add_argument("--timeout", type=float, default=5.0, help="seconds per step (5)")
+    nodes.set_defaults(func=cmd_nodes)
 
     imp = sub.add_parser("import", help="import DICOM files, folders (recursively) and zip files")
     imp.add_argument("paths", nargs="+", metavar="PATH")

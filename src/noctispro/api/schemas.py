@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from noctispro.accounts.models import DEFAULT_OPERATIONS, NODE_NAME_PATTERN
 
 
 class Token(BaseModel):
@@ -98,6 +100,46 @@ class StudyMetadata(BaseModel):
     number_of_instances: int
     facility: str
     series: list[SeriesMetadata]
+
+
+NodeOperation = Literal["store", "find", "move", "get"]
+
+
+class NodeCreate(BaseModel):
+    """A remote DICOM node to add. Unknown fields are refused, so a typo is not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NODE_NAME_PATTERN, description="Unique; used in URLs")
+    ae_title: str = Field(min_length=1, max_length=16, description="Unique among nodes")
+    host: str = Field(min_length=1, max_length=253, description="Host name or IP address")
+    port: int = Field(ge=1, le=65535)
+    facility: str | None = Field(None, description="Facility code; null: no facility")
+    allowed_operations: list[NodeOperation] = Field(
+        default_factory=lambda: [cast(NodeOperation, op.value) for op in DEFAULT_OPERATIONS],
+        description="What the node may ask of us; C-ECHO is always allowed",
+    )
+    tls: bool = Field(False, description="Stored only: DICOM TLS is not implemented yet")
+    description: str = ""
+
+
+class Node(BaseModel):
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    facility: str | None
+    allowed_operations: list[NodeOperation]
+    tls: bool
+    description: str
+    created_at: datetime
+
+
+class NodeEcho(BaseModel):
+    ok: bool
+    status: int | None = Field(description="C-ECHO status; null when no response came")
+    milliseconds: float = Field(description="From the connection attempt to the response")
+    detail: str
 
 
 class Problem(BaseModel):

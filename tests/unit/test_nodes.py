@@ -250,3 +250,11 @@ def test_admin_add_form_validates_like_the_services(admin_client) -> None:
     assert admin_client.post("/admin/accounts/remotenode/add/", form).status_code == 302
     node = nodes.get_node("ws2")
     assert (node.ae_title, node.host, node.allowed_operations) == ("WS2", "pacs.example.org", [])
+
+
+@pytest.mark.django_db
+def test_a_facility_cannot_claim_the_ae_title_of_another_facilitys_node() -> None:
+    add_facility("NORTH", "North")
+    nodes.add_node("ct1", ae_title="CT1", host="10.0.0.5", port=104, facility_code="NORTH")
+    with pytest.raises(ValidationError, match="node 'ct1'"):
+        add_facility("SOUTH", "South", ["CT1"])

@@ -6,9 +6,10 @@ import secrets
 from collections.abc import Iterable
 
 from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from noctispro.accounts.models import Facility, FacilityAETitle, Role, User
+from noctispro.accounts.models import Facility, FacilityAETitle, RemoteNode, Role, User
 from noctispro.conf import Settings, read_or_create_secret
 
 
@@ -18,6 +19,12 @@ def add_facility(code: str, name: str, ae_titles: Iterable[str] = ()) -> Facilit
         facility.full_clean()
         facility.save()
         for ae in ae_titles:
+            node = RemoteNode.objects.filter(ae_title=ae.strip()).exclude(facility=None).first()
+            if node is not None:
+                raise ValidationError(
+                    f"AE title {ae.strip()!r} is node {node.name!r} of facility "
+                    f"{node.facility.code if node.facility else ''}"
+                )
             mapping = FacilityAETitle(facility=facility, ae_title=ae.strip())
             mapping.full_clean()
             mapping.save()

@@ -126,6 +126,8 @@ def read_attributes(layout: FileLayout) -> InstanceAttributes:
                 fields[name] = _integer(_ascii(value), minimum=minimum)
             elif vr in TEXT_VRS:
                 fields[name] = _clean(_decode_text(value, vr, encodings))[: LIMITS.get(name, 64)]
+            elif vr in ("DA", "TM"):
+                fields[name] = _date_time(vr, _clean(_ascii(value)))[: LIMITS.get(name, 64)]
             else:
                 fields[name] = _clean(_ascii(value))[: LIMITS.get(name, 64)]
     except (ValueError, LookupError, TypeError) as exc:
@@ -161,6 +163,22 @@ def _decode_text(value: bytes, vr: str, encodings: list[str]) -> str:
         else:
             values.append(decode_bytes(item, encodings, TEXT_VR_DELIMS))
     return "\\".join(values)
+
+
+LEGACY_DATE = re.compile(r"^(\d{4})\.(\d{2})\.(\d{2})$")
+LEGACY_TIME = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2}(?:\.\d{1,6})?))?$")
+
+
+def _date_time(vr: str, text: str) -> str:
+    """The ACR-NEMA forms `yyyy.mm.dd` and `hh:mm:ss` (PS3.5 6.2 notes) as DA and TM.
+
+    Kept as received they would not fit the 8-character date column, and neither would
+    compare with DICOM dates and times in range matching (PS3.4 C.2.2.2.5).
+    """
+    legacy = (LEGACY_DATE if vr == "DA" else LEGACY_TIME).match(text)
+    if legacy is None:
+        return text
+    return "".join(part for part in legacy.groups() if part)
 
 
 def _ascii(value: bytes) -> str:

@@ -14,6 +14,9 @@ from django.db import models
 
 from noctispro.accounts.models import Facility
 
+# PostgreSQL operator class for LIKE 'prefix%' on varchar under any collation.
+PATTERN_OPS = "varchar_pattern_ops"
+
 
 class Patient(models.Model):
     """Keyed by PatientID + IssuerOfPatientID within a facility."""
@@ -22,6 +25,8 @@ class Patient(models.Model):
     patient_id = models.CharField(max_length=64, blank=True)
     issuer_of_patient_id = models.CharField(max_length=64, blank=True)
     patient_name = models.CharField(max_length=324, blank=True)
+    # `matching.person_name_key(patient_name)`: for case-insensitive matching with an index.
+    patient_name_search = models.CharField(max_length=324, blank=True)
     patient_birth_date = models.CharField(max_length=8, blank=True)
     patient_sex = models.CharField(max_length=16, blank=True)
     number_of_studies = models.PositiveIntegerField(default=0)
@@ -34,7 +39,15 @@ class Patient(models.Model):
                 name="patient_key_per_facility",
             )
         ]
-        indexes = [models.Index(fields=["patient_id"], name="patient_id_idx")]
+        # Pattern operator classes (PostgreSQL; ignored elsewhere) so that wildcard
+        # matching `DOE*` (LIKE 'DOE%') uses the index whatever the collation; equality
+        # uses them too.
+        indexes = [
+            models.Index(fields=["patient_id"], name="patient_id_idx", opclasses=[PATTERN_OPS]),
+            models.Index(
+                fields=["patient_name_search"], name="patient_pname_idx", opclasses=[PATTERN_OPS]
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.patient_name or '(no name)'} [{self.patient_id}]"
@@ -51,9 +64,11 @@ class Study(models.Model):
     study_id = models.CharField(max_length=16, blank=True)
     study_description = models.CharField(max_length=1024, blank=True)
     referring_physician_name = models.CharField(max_length=324, blank=True)
+    referring_physician_name_search = models.CharField(max_length=324, blank=True)
     # Denormalized from Patient for single-table study queries.
     patient_name = models.CharField(max_length=324, blank=True)
-    # Upper-cased, for case-insensitive PersonName matching with an index.
+    # `matching.person_name_key(patient_name)`: upper-cased, for case-insensitive
+    # PersonName matching with an index.
     patient_name_search = models.CharField(max_length=324, blank=True)
     patient_id = models.CharField(max_length=64, blank=True)
     issuer_of_patient_id = models.CharField(max_length=64, blank=True)
@@ -76,9 +91,13 @@ class Study(models.Model):
             # Worklist order with keyset paging: (date, id) descending, per facility too.
             models.Index(fields=["-study_date", "-id"], name="study_date_id_idx"),
             models.Index(fields=["facility", "-study_date", "-id"], name="study_fac_date_id_idx"),
-            models.Index(fields=["patient_name_search"], name="study_pname_idx"),
-            models.Index(fields=["patient_id"], name="study_pid_idx"),
-            models.Index(fields=["accession_number"], name="study_accession_idx"),
+            models.Index(
+                fields=["patient_name_search"], name="study_pname_idx", opclasses=[PATTERN_OPS]
+            ),
+            models.Index(fields=["patient_id"], name="study_pid_idx", opclasses=[PATTERN_OPS]),
+            models.Index(
+                fields=["accession_number"], name="study_accession_idx", opclasses=[PATTERN_OPS]
+            ),
             models.Index(fields=["modalities_in_study"], name="study_modalities_idx"),
             models.Index(fields=["is_stable", "last_received_at"], name="study_stable_idx"),
         ]

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from noctispro.accounts.models import Facility
 from noctispro.core.attributes import InstanceAttributes
+from noctispro.index.matching import person_name_key
 from noctispro.index.models import Change, ChangeKind, Instance, Study
 
 
@@ -90,11 +91,14 @@ def record_new_instance(
     ops = connection.ops
     now = ops.adapt_datetimefield_value(provenance.received_at)
     kinds: list[str] = []
+    # Upper-casing may lengthen a name (ß → SS); the column holds 324 characters.
+    patient_name_key = person_name_key(attrs.patient_name)[:324]
     with transaction.atomic(), connection.cursor() as c:
         c.execute(
             "INSERT INTO index_patient (facility_id, patient_id, issuer_of_patient_id,"
-            " patient_name, patient_birth_date, patient_sex, number_of_studies, created_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, 0, %s)"
+            " patient_name, patient_name_search, patient_birth_date, patient_sex,"
+            " number_of_studies, created_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, 0, %s)"
             " ON CONFLICT (facility_id, patient_id, issuer_of_patient_id) DO NOTHING"
             " RETURNING id",
             [
@@ -102,6 +106,7 @@ def record_new_instance(
                 attrs.patient_id,
                 attrs.issuer_of_patient_id,
                 attrs.patient_name,
+                patient_name_key,
                 attrs.patient_birth_date,
                 attrs.patient_sex,
                 now,
@@ -122,11 +127,12 @@ def record_new_instance(
         c.execute(
             "INSERT INTO index_study (facility_id, patient_record_id, study_instance_uid,"
             " study_date, study_time, accession_number, study_id, study_description,"
-            " referring_physician_name, patient_name, patient_name_search, patient_id,"
-            " issuer_of_patient_id, patient_birth_date, patient_sex, specific_character_set,"
-            " modalities_in_study, sop_classes_in_study, number_of_series,"
-            " number_of_instances, size_bytes, created_at, last_received_at, is_stable)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+            " referring_physician_name, referring_physician_name_search, patient_name,"
+            " patient_name_search, patient_id, issuer_of_patient_id, patient_birth_date,"
+            " patient_sex, specific_character_set, modalities_in_study, sop_classes_in_study,"
+            " number_of_series, number_of_instances, size_bytes, created_at,"
+            " last_received_at, is_stable)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
             " '', '', 0, 0, 0, %s, %s, %s)"
             " ON CONFLICT (study_instance_uid) DO NOTHING RETURNING id",
             [
@@ -139,8 +145,9 @@ def record_new_instance(
                 attrs.study_id,
                 attrs.study_description,
                 attrs.referring_physician_name,
+                person_name_key(attrs.referring_physician_name)[:324],
                 attrs.patient_name,
-                attrs.patient_name.upper(),
+                patient_name_key,
                 attrs.patient_id,
                 attrs.issuer_of_patient_id,
                 attrs.patient_birth_date,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pydicom.data
 import pytest
@@ -20,6 +21,7 @@ from noctispro.accounts.scoping import NOBODY, Principal
 from noctispro.accounts.services import add_facility
 from noctispro.core import ingest
 from noctispro.core.ingest import Origin, store_instance
+from noctispro.dimse.find import STUDY_ROOT_FIND, handle_find
 from noctispro.index.matching import glob_pattern, like_pattern, person_name_key
 from noctispro.index.models import Patient, Study
 from noctispro.index.query import InvalidQuery, Level, Query, index_keywords, run_query
@@ -541,3 +543,49 @@ def test_limit_offset_and_count(django_assert_num_queries):
     assert [m["StudyInstanceUID"] for m in everything.matches] == newest_first[5:]
     with pytest.raises(InvalidQuery):
         run_query(EVERYONE, Query(Level.STUDY, limit=-1))
+
+
+# --- the C-FIND handler on top ---------------------------------------------------------------
+
+
+def _find_event(identifier: Dataset, sop_class: str = STUDY_ROOT_FIND) -> SimpleNamespace:
+    return SimpleNamespace(
+        request=SimpleNamespace(AffectedSOPClassUID=sop_class),
+        assoc=SimpleNamespace(requestor=SimpleNamespace(ae_title="MODALITY1")),
+        identifier=identifier,
+        is_cancelled=False,
+    )
+
+
+def test_find_handler_answers_the_asked_keys_and_honours_cancel():
+    for _ in range(3):
+        ct()
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.PatientName = "doe*"
+    identifier.StudyInstanceUID = ""
+    identifier.PatientAge = ""
+    event = _find_event(identifier)
+    responses = handle_find(event)  # type: ignore[arg-type]
+    status, first = next(responses)
+    assert status == 0xFF00
+    assert {e.keyword for e in first} == {
+        "QueryRetrieveLevel",
+        "RetrieveAETitle",
+        "PatientName",
+        "StudyInstanceUID",
+        "PatientAge",
+    }
+    assert str(first.PatientName) == "Doe^Jane"
+    assert first.PatientAge in ("", None)
+    event.is_cancelled = True
+    assert next(responses) == (0xFE00, None)
+    assert list(responses) == []
+
+
+def test_find_handler_refuses_other_sop_classes():
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    ((status, none),) = list(handle_find(_find_event(identifier, "1.2.3.4")))  # type: ignore[arg-type]
+    assert status.Status == 0x0122
+    assert none is None

@@ -24,6 +24,7 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 from noctispro.conf import Settings
 from noctispro.core.ingest import InstanceRejected, Origin, encode_file_meta, store_instance
 from noctispro.dimse import fastpath, statuses
+from noctispro.dimse.find import QR_FIND_MODELS, handle_find
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,8 @@ def build_ae(settings: Settings) -> AE:
     ae.dimse_timeout = settings.dicom_network_timeout
     ae.maximum_associations = settings.dicom_max_associations
     ae.add_supported_context(Verification)
+    for find_model in QR_FIND_MODELS:
+        ae.add_supported_context(find_model)
     return ae
 
 
@@ -186,6 +189,7 @@ HANDLERS: list[Any] = [
     (evt.EVT_ABORTED, _on_association_end),
     (evt.EVT_C_ECHO, handle_echo),
     (evt.EVT_C_STORE, handle_store),
+    (evt.EVT_C_FIND, handle_find),
 ]
 
 

@@ -1,0 +1,333 @@
+"""C-FIND SCP for the Patient Root and Study Root Q/R FIND models (PS3.4 C.4.1).
+
+A thin adapter: the identifier becomes an `index.query.Query` (filters: the keys with a
+value; return keys: every key), `run_query` does the matching, and each match goes back
+as a pending response holding exactly the requested keys (empty when the index does
+not hold them, PS3.4 C.4.1.1.3.2), the Query/Retrieve Level, our Retrieve AE Title and,
+when a value needs it, the Specific Character Set.
+
+Hierarchical search (PS3.4 C.4.1.2.2.1): above the query level only unique keys may
+carry a value, and no key below it may; anything else is refused with 0xA900 so the
+caller learns why instead of getting a silently wrong answer. Empty keys anywhere are
+return keys and are answered. Unique keys above the level are not required. Sequence
+keys are not matched (C.2.2.2.6 is not supported); they come back empty.
+
+Character sets: request values are decoded with the identifier's Specific Character Set
+(the index holds unicode). Responses use the request's character set when it is a single
+one that can encode every value, else ISO_IR 192 (UTF-8); all-ASCII responses carry
+none ("shall not be included otherwise", C.4.1.1.3.2).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from django.db import DatabaseError, close_old_connections
+from pydicom.charset import convert_encodings, python_encoding
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
+from pydicom.valuerep import PersonName
+from pydicom.values import convert_PN, convert_text, convert_value
+from pynetdicom import evt
+
+from noctispro.accounts.scoping import Principal
+from noctispro.conf import get_settings
+from noctispro.core.ingest import facility_for_ae
+from noctispro.dimse import statuses
+from noctispro.index.query import (
+    DEPTH,
+    UNIQUE_KEYS,
+    InvalidQuery,
+    Level,
+    Query,
+    attribute,
+    run_query,
+)
+
+log = logging.getLogger(__name__)
+
+Model = Literal["patient", "study"]
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+QR_FIND_MODELS: dict[str, tuple[Model, tuple[Level, ...]]] = {
+    PATIENT_ROOT_FIND: ("patient", (Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE)),
+    STUDY_ROOT_FIND: ("study", (Level.STUDY, Level.SERIES, Level.IMAGE)),
+}
+
+# C-FIND statuses (PS3.4 C.4.1.1.4).
+PENDING = 0xFF00
+CANCEL = 0xFE00
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = statuses.DATA_SET_DOES_NOT_MATCH_SOP_CLASS  # 0xA900
+UNABLE_TO_PROCESS = statuses.CANNOT_UNDERSTAND  # 0xC000
+
+TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC"})
+BINARY_NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
+# Terms with code extensions (escape sequences): answered in UTF-8 rather than in them.
+CODE_EXTENSIONS = "ISO 2022"
+QUERY_RETRIEVE_LEVEL = 0x00080052
+SPECIFIC_CHARACTER_SET = 0x00080005
+RETRIEVE_AE_TITLE = 0x00080054
+INSTANCE_AVAILABILITY = 0x00080056
+
+Response = tuple[int | Dataset, Dataset | None]
+
+
+class BadIdentifier(ValueError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Key:
+    """One element of a C-FIND request identifier, its value decoded to str."""
+
+    tag: BaseTag
+    keyword: str
+    vr: str
+    value: str  # "" for empty values and for sequences
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.vr == "SQ"
+
+
+def principal_for_calling_ae(calling_ae_title: str) -> Principal:
+    """A peer reads as the facility its instances are filed under: its own, or the default.
+
+    (`accounts.scoping.principal_for_ae` gives unknown AEs no facility at all.)
+    """
+    facility = facility_for_ae(calling_ae_title)
+    return Principal(label=f"AE {calling_ae_title.strip()}", facility_ids=frozenset({facility.pk}))
+
+
+def handle_find(event: evt.Event) -> Iterator[Response]:
+    """EVT_C_FIND: pending responses, one per match, then success (or a failure)."""
+    close_old_connections()
+    sop_class = str(event.request.AffectedSOPClassUID)
+    model = QR_FIND_MODELS.get(sop_class)
+    if model is None:
+        yield _failure(SOP_CLASS_NOT_SUPPORTED, f"C-FIND of {sop_class} is not supported")
+        return
+    calling = str(event.assoc.requestor.ae_title).strip()
+    started = time.perf_counter()
+    try:
+        terms, keys = read_identifier(event.identifier)
+        query = build_query(model[0], model[1], keys)
+    except BadIdentifier as exc:
+        log.warning("C-FIND from %s refused (0x%04X): %s", calling, exc.status, exc)
+        yield _failure(exc.status, str(exc))
+        return
+    except Exception:
+        log.exception("C-FIND from %s: the identifier cannot be decoded", calling)
+        yield _failure(UNABLE_TO_PROCESS, "the identifier cannot be decoded")
+        return
+    ae_title = get_settings().ae_title
+    count = 0
+    try:
+        result = run_query(principal_for_calling_ae(calling), query)
+        if result.ignored:
+            log.info("C-FIND from %s: not matched on %s", calling, ", ".join(result.ignored))
+        for match in result.matches:
+            if event.is_cancelled:
+                yield CANCEL, None
+                return
+            count += 1
+            yield PENDING, response_identifier(keys, match, query.level, ae_title, terms)
+    except InvalidQuery as exc:
+        yield _failure(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc))
+        return
+    except DatabaseError:
+        log.exception("C-FIND from %s failed", calling)
+        yield _failure(UNABLE_TO_PROCESS, "index unavailable")
+        return
+    log.debug(
+        "C-FIND from %s at %s: %d matches in %.1f ms",
+        calling,
+        query.level,
+        count,
+        (time.perf_counter() - started) * 1000,
+    )
+
+
+def read_identifier(ds: Dataset) -> tuple[list[str], list[Key]]:
+    """The character set terms and the keys of a request identifier, values as str.
+
+    Values are decoded from the raw bytes (pydicom would refuse `*` in an IS, for one).
+    """
+    terms: list[str] = []
+    keys: list[Key] = []
+    charset = ds.get_item(SPECIFIC_CHARACTER_SET)
+    if charset is not None:
+        terms = [t.strip() for t in _raw_text(charset).split("\\")]
+    try:
+        encodings = convert_encodings(terms if any(terms) else None)
+    except LookupError:
+        log.warning("C-FIND with unknown Specific Character Set %r: decoded as ISO_IR 6", terms)
+        encodings = convert_encodings(None)
+    for elem in ds.elements():
+        tag = BaseTag(elem.tag)
+        if tag.group in (0x0000, 0x0002) or tag == SPECIFIC_CHARACTER_SET:
+            continue
+        vr = _vr(elem)
+        keys.append(Key(tag, keyword_for_tag(tag), vr, _decode(elem, vr, encodings)))
+    return terms, keys
+
+
+def build_query(model: Model, levels: tuple[Level, ...], keys: list[Key]) -> Query:
+    """Check the identifier against the hierarchy (PS3.4 C.4.1.2.2.1) and make a Query."""
+    by_keyword = {k.keyword: k for k in keys if k.keyword}
+    level_key = by_keyword.get("QueryRetrieveLevel")
+    if level_key is None or not level_key.value:
+        raise BadIdentifier(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, "no QueryRetrieveLevel")
+    level = next((lv for lv in levels if lv == level_key.value.upper()), None)
+    if level is None:
+        raise BadIdentifier(
+            IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
+            f"QueryRetrieveLevel {level_key.value[:16]} not in this model",
+        )
+    filters: dict[str, str] = {}
+    for key in keys:
+        if not key.keyword or key.keyword == "QueryRetrieveLevel":
+            continue
+        attr = attribute(key.keyword)
+        if key.value and attr is not None:
+            own = attr.level
+            if model == "study" and own is Level.PATIENT:
+                own = Level.STUDY  # the study root puts patient attributes on the study
+            if DEPTH[own] > DEPTH[level]:
+                raise BadIdentifier(
+                    IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
+                    f"{key.keyword} is below the {level} level",
+                )
+            if DEPTH[own] < DEPTH[level] and key.keyword != UNIQUE_KEYS[own]:
+                raise BadIdentifier(
+                    IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
+                    f"{key.keyword} is above the {level} level, not a unique key",
+                )
+        if key.value and not key.is_sequence:
+            filters[key.keyword] = key.value
+    return Query(
+        level=level,
+        filters=filters,
+        return_keys=tuple(k.keyword for k in keys if k.keyword),
+        information_model=model,
+        # NOCTISPRO_QUERY_CASE_INSENSITIVE_NAMES once Settings has it; on by default.
+        case_insensitive_names=bool(getattr(get_settings(), "query_case_insensitive_names", True)),
+    )
+
+
+def response_identifier(
+    keys: list[Key], match: dict[str, object], level: Level, ae_title: str, terms: list[str]
+) -> Dataset:
+    """The requested keys with the match's values (empty where it has none)."""
+    ds = Dataset()
+    texts: list[str] = []
+    for key in keys:
+        value: Any
+        if key.tag == QUERY_RETRIEVE_LEVEL:
+            value = str(level)
+        elif key.is_sequence:
+            value = []
+        elif key.tag == RETRIEVE_AE_TITLE:
+            value = ae_title
+        elif key.tag == INSTANCE_AVAILABILITY:
+            value = "ONLINE"
+        else:
+            value = match.get(key.keyword) if key.keyword else None
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, list):
+            texts.extend(value)
+        ds.add(DataElement(key.tag, key.vr, value))
+    ds.QueryRetrieveLevel = str(level)
+    ds.RetrieveAETitle = ae_title
+    charset = response_charset(texts, terms)
+    if charset:
+        ds.SpecificCharacterSet = charset
+    return ds
+
+
+def response_charset(texts: list[str], terms: list[str]) -> str | None:
+    """None when every value is ASCII; the request's set if it encodes them all; else UTF-8."""
+    if all(t.isascii() for t in texts):
+        return None
+    if len(terms) == 1 and terms[0] and not terms[0].startswith(CODE_EXTENSIONS):
+        codec = python_encoding.get(terms[0])
+        if codec:
+            try:
+                for text in texts:
+                    text.encode(codec)
+            except UnicodeEncodeError:
+                pass
+            else:
+                return terms[0]
+    return "ISO_IR 192"
+
+
+def _vr(elem: DataElement | RawDataElement) -> str:
+    if elem.tag == QUERY_RETRIEVE_LEVEL:
+        return "CS"
+    attr = attribute(keyword_for_tag(elem.tag))
+    if attr is not None:
+        return attr.vr
+    vr = elem.VR
+    if not vr or vr == "UN":
+        try:
+            vr = dictionary_VR(elem.tag)
+        except KeyError:
+            return "UN"
+    return str(vr).split(" or ")[0]
+
+
+def _decode(elem: DataElement | RawDataElement, vr: str, encodings: list[str]) -> str:
+    if vr == "SQ":
+        return ""
+    if isinstance(elem, DataElement):
+        value = elem.value
+        if value is None or value == "":
+            return ""
+        if isinstance(value, MultiValue | list):
+            return "\\".join(str(v) for v in value)
+        return str(value).strip()
+    raw = elem.value
+    if not raw:
+        return ""
+    if vr == "PN":
+        names = convert_PN(raw, encodings)
+        text = str(names) if isinstance(names, PersonName) else "\\".join(map(str, names))
+    elif vr in TEXT_VRS:
+        decoded = convert_text(raw, encodings, vr)
+        text = decoded if isinstance(decoded, str) else "\\".join(decoded)
+    elif vr in BINARY_NUMBER_VRS:
+        number = convert_value(vr, elem)
+        text = str(number) if isinstance(number, int | float) else "\\".join(map(str, number))
+    elif vr in {"OB", "OW", "OF", "OD", "OL", "OV", "UN"}:
+        return ""
+    else:
+        text = raw.decode("ascii", "replace")
+    return text.replace("\x00", "").strip()
+
+
+def _raw_text(elem: DataElement | RawDataElement) -> str:
+    value = elem.value
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace").replace("\x00", "").strip()
+    if isinstance(value, MultiValue | list):
+        return "\\".join(str(v) for v in value)
+    return str(value or "").strip()
+
+
+def _failure(status: int, message: str) -> Response:
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = statuses.error_comment(message)
+    return ds, None

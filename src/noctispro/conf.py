@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     dicom_network_timeout: float = 60.0
     dicom_max_associations: int = 32
     dicom_processes: int = Field(default=1, ge=1, le=64)
+    # None: on in development, off in production (see dimse/access.py).
+    dicom_accept_unknown: bool | None = None
+    dicom_check_called_ae: bool = False
+    query_case_insensitive_names: bool = True
 
     # Health check.
     health_worker_max_age_seconds: float = 30.0
@@ -116,6 +120,8 @@ class Settings(BaseSettings):
         self.data_dir = self.data_dir.expanduser().resolve()
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'noctispro.sqlite3'}"
+        if self.dicom_accept_unknown is None:
+            self.dicom_accept_unknown = self.env is not Environment.PRODUCTION
         if not self.storage_url:
             self.storage_url = f"file://{self.data_dir / 'storage'}"
         if self.env is Environment.PRODUCTION:

@@ -29,8 +29,10 @@ def add_facility(code: str, name: str, ae_titles: Iterable[str] = ()) -> Facilit
             mapping.full_clean()
             mapping.save()
     from noctispro.core.ingest import forget_cached_facilities
+    from noctispro.dimse.access import forget
 
     forget_cached_facilities()
+    forget()
     return facility
 
 

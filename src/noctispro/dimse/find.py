@@ -37,10 +37,11 @@ from pydicom.valuerep import PersonName
 from pydicom.values import convert_PN, convert_text, convert_value
 from pynetdicom import evt
 
+from noctispro.accounts.models import Operation
 from noctispro.accounts.scoping import Principal
 from noctispro.conf import get_settings
 from noctispro.core.ingest import facility_for_ae
-from noctispro.dimse import statuses
+from noctispro.dimse import access, statuses
 from noctispro.index.query import (
     DEPTH,
     UNIQUE_KEYS,
@@ -118,6 +119,10 @@ def handle_find(event: evt.Event) -> Iterator[Response]:
         yield _failure(SOP_CLASS_NOT_SUPPORTED, f"C-FIND of {sop_class} is not supported")
         return
     calling = str(event.assoc.requestor.ae_title).strip()
+    if not access.rights_of(calling).allows(Operation.FIND):
+        log.warning("C-FIND from %s refused: not allowed to query", calling)
+        yield _failure(statuses.NOT_AUTHORIZED, "this AE title may not query here")
+        return
     started = time.perf_counter()
     try:
         terms, keys = read_identifier(event.identifier)
@@ -221,7 +226,7 @@ def build_query(model: Model, levels: tuple[Level, ...], keys: list[Key]) -> Que
         return_keys=tuple(k.keyword for k in keys if k.keyword),
         information_model=model,
         # NOCTISPRO_QUERY_CASE_INSENSITIVE_NAMES once Settings has it; on by default.
-        case_insensitive_names=bool(getattr(get_settings(), "query_case_insensitive_names", True)),
+        case_insensitive_names=get_settings().query_case_insensitive_names,
     )
 
 

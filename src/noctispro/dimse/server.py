@@ -21,9 +21,10 @@ from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from noctispro.accounts.models import Operation
 from noctispro.conf import Settings
 from noctispro.core.ingest import InstanceRejected, Origin, encode_file_meta, store_instance
-from noctispro.dimse import fastpath, statuses
+from noctispro.dimse import access, fastpath, statuses
 from noctispro.dimse.find import QR_FIND_MODELS, handle_find
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,9 @@ def handle_store(event: evt.Event) -> Dataset | int:
         calling_ae_title=str(requestor.ae_title).strip(),
         ip=requestor.address or None,
     )
+    if not access.rights_of(origin.calling_ae_title).allows(Operation.STORE):
+        log.warning("C-STORE from %s refused: not allowed to store", origin.calling_ae_title)
+        return _failure(statuses.NOT_AUTHORIZED, "this AE title may not store here")
     try:
         result = store_instance(event.dataset_path, origin)
     except InstanceRejected as exc:
@@ -171,8 +175,27 @@ def _failure(status: int, message: str) -> Dataset:
     return ds
 
 
+class PacsAE(AE):
+    """An AE whose list of accepted calling AE titles is read when a peer associates."""
+
+    accept_unknown = True
+
+    @property
+    def require_calling_aet(self) -> list[str]:
+        if self.accept_unknown:
+            return []
+        # pynetdicom reads an empty list as "anyone": [""] matches no real AE title.
+        return access.known_ae_titles() or [""]
+
+    @require_calling_aet.setter
+    def require_calling_aet(self, ae_titles: list[str]) -> None:
+        raise AttributeError("calling AE titles come from the nodes and facility senders")
+
+
 def build_ae(settings: Settings) -> AE:
-    ae = AE(ae_title=settings.ae_title)
+    ae = PacsAE(ae_title=settings.ae_title)
+    ae.accept_unknown = bool(settings.dicom_accept_unknown)
+    ae.require_called_aet = settings.dicom_check_called_ae
     ae.maximum_pdu_size = settings.dicom_max_pdu
     ae.network_timeout = settings.dicom_network_timeout
     ae.acse_timeout = 30

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -226,3 +227,42 @@ def test_a_huge_declared_pdu_length_closes_the_connection(running_archive: Archi
             data = b""
         assert data in (b"",) or data[0] == 0x07  # closed, or an A-ABORT
     assert _associate(running_archive, [Verification]).send_c_echo().Status == 0
+
+
+def test_a_store_cut_off_mid_transfer_leaves_nothing(running_archive: Archive, tmp_path: Path):
+    """TCP reset in the middle of a 20 MB data set: no blob, no row, no spool file."""
+    from pynetdicom import evt
+
+    big = write(make_ct(rows=2048, columns=4096), tmp_path / "big.dcm")
+    spool = running_archive.data_dir / "tmp"
+    before = set(spool.iterdir())
+    sent = {"pdus": 0}
+
+    def cut(event):
+        sent["pdus"] += 1
+        if sent["pdus"] == 20:
+            event.assoc.dul.socket.socket.shutdown(2)
+
+    ae = AE(ae_title="CUTTER")
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+    ae.maximum_pdu_size = 16384
+    assoc = ae.associate(
+        "127.0.0.1",
+        running_archive.dicom_port,
+        ae_title="NOCTISPRO",
+        evt_handlers=[(evt.EVT_PDU_SENT, cut)],
+    )
+    assert assoc.is_established
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    try:
+        assoc.send_c_store(big)
+    except Exception:
+        pass
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = False
+        assoc.abort()
+    deadline = time.monotonic() + 10
+    while set(spool.iterdir()) != before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert set(spool.iterdir()) == before
+    running_archive.assert_consistent()

@@ -82,3 +82,26 @@ def test_write_error_becomes_storage_error(store: FilesystemBlobStore, monkeypat
 def test_blob_files_are_not_world_readable(store: FilesystemBlobStore) -> None:
     key = store.put([b"phi"])
     assert (store.root / key).stat().st_mode & 0o007 == 0
+
+
+def test_stale_spool_files_are_swept_and_fresh_ones_kept(settings_env, tmp_path: Path) -> None:
+    import time
+
+    from noctispro.conf import get_settings
+    from noctispro.core.spool import sweep_spool
+
+    settings_env(NOCTISPRO_DATA_DIR=str(tmp_path / "data"))
+    s = get_settings()
+    s.tmp_dir.mkdir(parents=True)
+    parts = tmp_path / "data" / "storage" / ".tmp"
+    parts.mkdir(parents=True)
+    old = [s.tmp_dir / "tmpabc.dcm", parts / "dead.part"]
+    fresh = s.tmp_dir / "tmpnew.dcm"
+    for p in [*old, fresh]:
+        p.write_bytes(b"x")
+    long_ago = time.time() - 7 * 3600
+    for p in old:
+        os.utime(p, (long_ago, long_ago))
+    assert sweep_spool() == 2
+    assert not any(p.exists() for p in old)
+    assert fresh.exists()

@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 from django.db import close_old_connections, connection
@@ -135,6 +136,24 @@ def _on_association_end(event: evt.Event) -> None:
     # Each association runs in its own thread with its own Django connection; these
     # events fire in that thread (pynetdicom Association._run_reactor).
     connection.close()
+    discard_partial_spool(event.assoc)
+
+
+def discard_partial_spool(assoc: Association) -> None:
+    """Delete the spool file of a C-STORE cut off mid-transfer (A-ABORT, TCP reset).
+
+    pynetdicom writes the data set to a named temp file as it arrives and deletes it
+    only after the handler ran; a message that never completes would leave it behind.
+    """
+    message = getattr(assoc.dimse, "message", None)
+    spool = getattr(message, "_data_set_file", None)
+    if spool is None:
+        return
+    try:
+        spool.close()
+    finally:
+        Path(spool.name).unlink(missing_ok=True)
+        log.warning("discarded a C-STORE from %s cut off mid-transfer", assoc.requestor.ae_title)
 
 
 def handle_echo(event: evt.Event) -> int:

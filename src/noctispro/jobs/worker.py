@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_SECONDS = 5.0
 # Heartbeat rows of workers that vanished without a clean stop are pruned after this.
 HEARTBEAT_RETENTION = timedelta(days=1)
+SWEEP_EVERY = 600.0  # seconds between stale-spool sweeps
 _WAIT_SLICE = 0.2
 
 
@@ -115,6 +116,7 @@ class _Maintenance(threading.Thread):
         self.settings = settings
         self.started_at = timezone.now()
         self.halt = threading.Event()
+        self.next_sweep = 0.0
 
     def run(self) -> None:
         try:
@@ -127,6 +129,7 @@ class _Maintenance(threading.Thread):
 
     def tick(self) -> None:
         from noctispro.core.events import dispatch_pending
+        from noctispro.core.spool import sweep_spool
         from noctispro.index.services import mark_stable_studies
 
         close_old_connections()
@@ -136,6 +139,9 @@ class _Maintenance(threading.Thread):
             ("stable-study scan", lambda: mark_stable_studies(self.settings.stable_age_seconds)),
             ("change-log listeners", dispatch_pending),
         ]
+        if time.monotonic() >= self.next_sweep:
+            self.next_sweep = time.monotonic() + SWEEP_EVERY
+            steps.append(("spool sweep", sweep_spool))
         if self.backend is WorkerBackend.CELERY:
             steps.append(
                 ("re-send", lambda: redispatch_overdue(max(self.settings.job_lease_seconds, 1)))

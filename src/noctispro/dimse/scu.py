@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from noctispro import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from noctispro.dimse.server import set_nodelay
 
 
@@ -29,6 +30,8 @@ def verify(
     time taken: a connect that gave up before the timeout was refused or unreachable.
     """
     ae = AE(ae_title=calling_ae)
+    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
     ae.connection_timeout = timeout
     ae.acse_timeout = timeout
     ae.dimse_timeout = timeout

@@ -22,6 +22,7 @@ from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from noctispro import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from noctispro.accounts.models import Operation
 from noctispro.conf import Settings
 from noctispro.core.ingest import InstanceRejected, Origin, encode_file_meta, store_instance
@@ -213,6 +214,8 @@ class PacsAE(AE):
 
 def build_ae(settings: Settings) -> AE:
     ae = PacsAE(ae_title=settings.ae_title)
+    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
     ae.accept_unknown = bool(settings.dicom_accept_unknown)
     ae.require_called_aet = settings.dicom_check_called_ae
     ae.maximum_pdu_size = settings.dicom_max_pdu

@@ -170,6 +170,30 @@ class Archive:
         path = self.root / f"{command}.out"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def storescu(self, *paths: Path | str, calling_ae: str = "STORESCU") -> None:
+        """Send files with DCMTK storescu (Nagle off, as every peer here)."""
+        import shutil
+
+        tool = shutil.which("storescu")
+        assert tool, "storescu is not installed (apt-get install dcmtk); .ci/run installs it"
+        result = subprocess.run(
+            [
+                tool,
+                "-aet",
+                calling_ae,
+                "-aec",
+                "NOCTISPRO",
+                "127.0.0.1",
+                str(self.dicom_port),
+                *map(str, paths),
+            ],
+            env={**os.environ, "TCP_NODELAY": "1"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+
     def wait_output(self, text: str, command: str = "serve", timeout: float = 30) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

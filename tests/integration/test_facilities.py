@@ -7,8 +7,6 @@ facility is a 404 (not a 403, which would confirm that it exists).
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -19,7 +17,6 @@ from pydicom.uid import generate_uid
 
 from tests.factories import make_ct, to_bytes, write
 from tests.integration.archive import Archive
-from tests.integration.conftest import need
 
 PASSWORD = "Facility-test-42"
 USERS = {
@@ -53,23 +50,7 @@ def two_facilities(running_archive: Archive, tmp_path_factory) -> dict[str, dict
             accession=f"ACC-{facility}",
         )
         path = write(ds, folder / f"{facility}.dcm")
-        result = subprocess.run(
-            [
-                need("storescu"),
-                "-aet",
-                calling_ae,
-                "-aec",
-                "NOCTISPRO",
-                "127.0.0.1",
-                str(a.dicom_port),
-                str(path),
-            ],
-            env={**os.environ, "TCP_NODELAY": "1"},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 0, result.stderr
+        a.storescu(path, calling_ae=calling_ae)
         studies[facility] = {
             "study": ds.StudyInstanceUID,
             "sop": ds.SOPInstanceUID,

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from contextlib import closing
 from pathlib import Path
 
 from tests.factories import make_ct, write
 from tests.integration.archive import Archive
-from tests.integration.conftest import need
 
 PASSWORD = "Orders-test-42"
 
@@ -80,23 +77,7 @@ def test_orders_api_web_form_and_completion(running_archive: Archive, tmp_path: 
         assert posted.status_code == 200 and "Scheduled MR for Form^Fred" in posted.text
 
     path = write(make_ct(accession=accession, patient_name="Worklist^Wendy"), tmp_path / "w.dcm")
-    sent = subprocess.run(
-        [
-            need("storescu"),
-            "-aet",
-            "WEST_CT",
-            "-aec",
-            "NOCTISPRO",
-            "127.0.0.1",
-            str(a.dicom_port),
-            str(path),
-        ],
-        env={**os.environ, "TCP_NODELAY": "1"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert sent.returncode == 0, sent.stderr
+    a.storescu(path, calling_ae="WEST_CT")
     deadline = time.monotonic() + 30
     with a.client("west_tech", PASSWORD) as api:
         while time.monotonic() < deadline:

@@ -41,7 +41,21 @@ class ThrottledAuthenticationForm(AuthenticationForm):
         return cleaned
 
 
-class OrderForm(forms.Form):
+class FacilityChoiceForm(forms.Form):
+    """A form with a `facility` choice that only shows when there is a choice to make."""
+
+    facility = forms.ChoiceField(required=False)
+
+    def __init__(self, *args: Any, facility_choices: list[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["facility"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = facility_choices
+        if len(facility_choices) <= 1:
+            field.widget = forms.HiddenInput()
+
+
+class OrderForm(FacilityChoiceForm):
     """A scheduled procedure, in the words of the Modality Worklist (PS3.4 K.6.1)."""
 
     patient_name = forms.CharField(max_length=324, help_text="Family^Given, as DICOM writes it")
@@ -66,15 +80,6 @@ class OrderForm(forms.Form):
         max_length=64, required=False, label="Procedure"
     )
     referring_physician_name = forms.CharField(max_length=324, required=False)
-    facility = forms.ChoiceField(required=False)
-
-    def __init__(self, *args: Any, facility_choices: list[tuple[str, str]], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        field = self.fields["facility"]
-        assert isinstance(field, forms.ChoiceField)
-        field.choices = facility_choices
-        if len(facility_choices) <= 1:
-            field.widget = forms.HiddenInput()
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -93,14 +98,5 @@ class MultipleFileField(forms.FileField):
         return [single(data, initial)]
 
 
-class UploadForm(forms.Form):
+class UploadForm(FacilityChoiceForm):
     dicom_files = MultipleFileField(label="DICOM files or zip archives")
-    facility = forms.ChoiceField(required=False)
-
-    def __init__(self, *args: Any, facility_choices: list[tuple[str, str]], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        field = self.fields["facility"]
-        assert isinstance(field, forms.ChoiceField)
-        field.choices = facility_choices
-        if len(facility_choices) <= 1:
-            field.widget = forms.HiddenInput()

@@ -35,8 +35,8 @@ def prepare(*, verbosity: int = 0) -> str | None:
     settings = setup_django()
     from django.core.management import call_command
 
+    from noctispro.accounts.facilities import default_facility
     from noctispro.accounts.services import ensure_admin
-    from noctispro.core.ingest import default_facility
 
     call_command("migrate", interactive=False, verbosity=verbosity)
     default_facility()

@@ -12,6 +12,7 @@ from pydicom import dcmread
 from pydicom.dataelem import DataElement
 from pydicom.uid import generate_uid
 
+from noctispro.accounts.facilities import forget_cached_facilities
 from noctispro.accounts.models import Facility
 from noctispro.accounts.services import add_facility
 from noctispro.core import ingest
@@ -38,7 +39,7 @@ def assert_consistent(storage_root: Path) -> None:
 
 @pytest.fixture(autouse=True)
 def _clean(storage_root: Path):
-    ingest.forget_cached_facilities()
+    forget_cached_facilities()
     yield
     for p in storage_root.glob("??/??/*.dcm"):
         p.unlink()

@@ -19,8 +19,9 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from noctispro.accounts.facilities import forget_cached_facilities
 from noctispro.conf import get_settings
-from noctispro.core.ingest import Origin, forget_cached_facilities, store_instance
+from noctispro.core.ingest import Origin, store_instance
 from noctispro.index.models import Instance, Study
 from noctispro.jobs import (
     Job,

@@ -16,10 +16,10 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from noctispro.accounts.facilities import forget_cached_facilities
 from noctispro.accounts.models import Facility
 from noctispro.accounts.scoping import NOBODY, Principal
 from noctispro.accounts.services import add_facility
-from noctispro.core import ingest
 from noctispro.core.ingest import Origin, store_instance
 from noctispro.dimse.find import STUDY_ROOT_FIND, handle_find
 from noctispro.index.matching import glob_pattern, like_pattern, person_name_key
@@ -35,7 +35,7 @@ CHARSET_FILES = Path(pydicom.data.__file__).parent / "charset_files"
 
 @pytest.fixture(autouse=True)
 def _clean(storage_root: Path) -> Iterator[None]:
-    ingest.forget_cached_facilities()
+    forget_cached_facilities()
     yield
     for p in storage_root.glob("??/??/*.dcm"):
         p.unlink()

@@ -27,10 +27,6 @@ class Principal:
     facility_ids: frozenset[int] | None  # None: every facility
     user_id: int | None = None
 
-    @property
-    def sees_all(self) -> bool:
-        return self.facility_ids is None
-
     def can_see_facility(self, facility_id: int) -> bool:
         return self.facility_ids is None or facility_id in self.facility_ids
 
@@ -48,15 +44,13 @@ def principal_for_user(user: User) -> Principal:
 
 
 def principal_for_ae(calling_ae_title: str) -> Principal:
-    """A DICOM peer reads as the facility that owns its AE title."""
-    from noctispro.accounts.models import FacilityAETitle
+    """A DICOM peer reads as the facility its instances are filed under: the one that
+    owns its AE title, else the default facility (whether it may query at all is
+    dimse/access.py's decision)."""
+    from noctispro.accounts.facilities import facility_for_ae
 
-    ids = frozenset(
-        FacilityAETitle.objects.filter(ae_title=calling_ae_title.strip()).values_list(
-            "facility_id", flat=True
-        )
-    )
-    return Principal(label=f"AE {calling_ae_title.strip()}", facility_ids=ids)
+    facility = facility_for_ae(calling_ae_title)
+    return Principal(label=f"AE {calling_ae_title.strip()}", facility_ids=frozenset({facility.pk}))
 
 
 def scope_studies(principal: Principal, studies: QuerySet[Study] | None = None) -> QuerySet[Study]:

@@ -9,6 +9,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from noctispro.accounts.facilities import forget_cached_facilities
 from noctispro.accounts.models import Facility, FacilityAETitle, RemoteNode, Role, User
 from noctispro.conf import Settings, read_or_create_secret
 
@@ -28,7 +29,6 @@ def add_facility(code: str, name: str, ae_titles: Iterable[str] = ()) -> Facilit
             mapping = FacilityAETitle(facility=facility, ae_title=ae.strip())
             mapping.full_clean()
             mapping.save()
-    from noctispro.core.ingest import forget_cached_facilities
     from noctispro.dimse.access import forget
 
     forget_cached_facilities()

@@ -11,6 +11,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
 
 from noctispro.accounts.auth import InvalidToken, user_for_token
+from noctispro.accounts.facilities import default_facility
 from noctispro.accounts.models import Facility, Role, User
 from noctispro.accounts.scoping import Principal, principal_for_user
 from noctispro.conf import Settings, get_settings
@@ -94,8 +95,6 @@ def facility_for_write(caller: Caller, code: str | None) -> Facility:
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"you cannot write to facility {code!r}")
         return facility
     if caller.user.sees_all_facilities:
-        from noctispro.core.ingest import default_facility
-
         return default_facility()
     mine = list(caller.user.facilities.order_by("code")[:2])
     if len(mine) == 1:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import struct
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -26,7 +24,8 @@ from django.db import DatabaseError, IntegrityError
 from django.utils import timezone
 
 from noctispro import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from noctispro.accounts.models import Facility, FacilityAETitle
+from noctispro.accounts.facilities import facility_for_ae
+from noctispro.accounts.models import Facility
 from noctispro.conf import DuplicatePolicy, get_settings
 from noctispro.core.attributes import (
     INDEX_TAGS,
@@ -338,48 +337,3 @@ def _write_blob(
 
     key = get_blob_store().put(chunks())
     return StoredBlob(storage_key=key, size_bytes=size, dataset_sha256=sha.hexdigest())
-
-
-_facility_cache: dict[str, tuple[float, Facility]] = {}
-_facility_lock = threading.Lock()
-_FACILITY_TTL = 10.0
-
-
-def facility_for_ae(calling_ae_title: str) -> Facility:
-    """The facility that owns a calling AE title, or the default facility (cached briefly)."""
-    key = calling_ae_title.strip()
-    now = time.monotonic()
-    with _facility_lock:
-        hit = _facility_cache.get(key)
-        if hit and now - hit[0] < _FACILITY_TTL:
-            return hit[1]
-    mapping = (
-        FacilityAETitle.objects.select_related("facility").filter(ae_title=key).first()
-        if key
-        else None
-    )
-    facility = mapping.facility if mapping else default_facility()
-    with _facility_lock:
-        _facility_cache[key] = (now, facility)
-    return facility
-
-
-def default_facility() -> Facility:
-    facility = Facility.objects.filter(is_default=True).first()
-    if facility is None:
-        code = get_settings().default_facility
-        facility, _ = Facility.objects.get_or_create(
-            code=code, defaults={"name": "Default facility", "is_default": True}
-        )
-    return facility
-
-
-def forget_cached_facilities() -> None:
-    with _facility_lock:
-        _facility_cache.clear()
-
-
-def spool_dir() -> Path:
-    path = get_settings().tmp_dir
-    path.mkdir(parents=True, exist_ok=True)
-    return path

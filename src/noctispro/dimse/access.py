@@ -11,14 +11,11 @@ Answers are cached for a few seconds so a busy association does not query per me
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 
 from noctispro.accounts.models import FacilityAETitle, Operation, RemoteNode
 from noctispro.conf import get_settings
-
-CACHE_SECONDS = 5.0
+from noctispro.core.ttlcache import TTLCache
 
 
 @dataclass(frozen=True)
@@ -30,17 +27,15 @@ class PeerRights:
         return operation.value in self.operations
 
 
-_cache: dict[str, tuple[float, PeerRights]] = {}
-_lock = threading.Lock()
+_rights: TTLCache[PeerRights] = TTLCache(seconds=5.0)
 
 
 def rights_of(calling_ae_title: str) -> PeerRights:
     key = calling_ae_title.strip()
-    now = time.monotonic()
-    with _lock:
-        hit = _cache.get(key)
-        if hit and now - hit[0] < CACHE_SECONDS:
-            return hit[1]
+    return _rights.get(key, lambda: _load_rights(key))
+
+
+def _load_rights(key: str) -> PeerRights:
     open_door = (
         frozenset({Operation.STORE.value, Operation.FIND.value})
         if get_settings().dicom_accept_unknown
@@ -48,14 +43,10 @@ def rights_of(calling_ae_title: str) -> PeerRights:
     )
     node = RemoteNode.objects.filter(ae_title=key).first()
     if node is not None:  # configured on purpose: exactly its operations
-        rights = PeerRights(True, frozenset(op.value for op in Operation if node.allows(op)))
-    elif FacilityAETitle.objects.filter(ae_title=key).exists():
-        rights = PeerRights(True, open_door | {Operation.STORE.value})
-    else:
-        rights = PeerRights(False, open_door)
-    with _lock:
-        _cache[key] = (now, rights)
-    return rights
+        return PeerRights(True, frozenset(op.value for op in Operation if node.allows(op)))
+    if FacilityAETitle.objects.filter(ae_title=key).exists():
+        return PeerRights(True, open_door | {Operation.STORE.value})
+    return PeerRights(False, open_door)
 
 
 def known_ae_titles() -> list[str]:
@@ -66,5 +57,4 @@ def known_ae_titles() -> list[str]:
 
 
 def forget() -> None:
-    with _lock:
-        _cache.clear()
+    _rights.clear()

@@ -38,9 +38,8 @@ from pydicom.values import convert_PN, convert_text, convert_value
 from pynetdicom import evt
 
 from noctispro.accounts.models import Operation
-from noctispro.accounts.scoping import Principal
+from noctispro.accounts.scoping import principal_for_ae
 from noctispro.conf import get_settings
-from noctispro.core.ingest import facility_for_ae
 from noctispro.dimse import access, statuses
 from noctispro.index.query import (
     DEPTH,
@@ -101,15 +100,6 @@ class Key:
         return self.vr == "SQ"
 
 
-def principal_for_calling_ae(calling_ae_title: str) -> Principal:
-    """A peer reads as the facility its instances are filed under: its own, or the default.
-
-    (`accounts.scoping.principal_for_ae` gives unknown AEs no facility at all.)
-    """
-    facility = facility_for_ae(calling_ae_title)
-    return Principal(label=f"AE {calling_ae_title.strip()}", facility_ids=frozenset({facility.pk}))
-
-
 def handle_find(event: evt.Event) -> Iterator[Response]:
     """EVT_C_FIND: pending responses, one per match, then success (or a failure)."""
     close_old_connections()
@@ -138,7 +128,7 @@ def handle_find(event: evt.Event) -> Iterator[Response]:
     ae_title = get_settings().ae_title
     count = 0
     try:
-        result = run_query(principal_for_calling_ae(calling), query)
+        result = run_query(principal_for_ae(calling), query)
         if result.ignored:
             log.info("C-FIND from %s: not matched on %s", calling, ", ".join(result.ignored))
         for match in result.matches:

@@ -51,11 +51,6 @@ def study_page(
     return StudyPage(rows, next_cursor)
 
 
-def get_study(principal: Principal, study_instance_uid: str) -> Study | None:
-    """A study the principal may see, or None (a study of another facility is not found)."""
-    return scope_studies(principal).filter(study_instance_uid=study_instance_uid).first()
-
-
 def study_tree(principal: Principal, study_instance_uid: str) -> Study | None:
     """A visible study with its series and instances prefetched, in clinical order."""
     series = Series.objects.order_by("series_number", "id").prefetch_related(

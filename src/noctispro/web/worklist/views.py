@@ -16,10 +16,11 @@ from django.http import (
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
+from noctispro.accounts.facilities import default_facility
 from noctispro.accounts.models import Facility, Role, User
 from noctispro.accounts.scoping import principal_for_user
 from noctispro.core.bundles import FileResult, count_outcomes, store_file_or_zip
-from noctispro.core.ingest import Origin, default_facility
+from noctispro.core.ingest import Origin
 from noctispro.index import selectors
 from noctispro.orders.services import NewOrder, OrderConflict, create_order, open_orders
 from noctispro.storage import get_blob_store

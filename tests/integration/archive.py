@@ -23,6 +23,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from pynetdicom import AE
+from pynetdicom.association import Association
 
 NOCTISPRO = [sys.executable, "-m", "noctispro"]
 
@@ -170,29 +172,46 @@ class Archive:
         path = self.root / f"{command}.out"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def storescu(self, *paths: Path | str, calling_ae: str = "STORESCU") -> None:
-        """Send files with DCMTK storescu (Nagle off, as every peer here)."""
+    def dcmtk(
+        self, tool: str, *options: str, files: tuple[Path | str, ...] = ()
+    ) -> subprocess.CompletedProcess:
+        """Run a DCMTK tool against our SCP (Nagle off, as for every peer here)."""
         import shutil
 
-        tool = shutil.which("storescu")
-        assert tool, "storescu is not installed (apt-get install dcmtk); .ci/run installs it"
-        result = subprocess.run(
-            [
-                tool,
-                "-aet",
-                calling_ae,
-                "-aec",
-                "NOCTISPRO",
-                "127.0.0.1",
-                str(self.dicom_port),
-                *map(str, paths),
-            ],
+        path = shutil.which(tool)
+        assert path, f"{tool} is not installed (apt-get install dcmtk); .ci/run installs it"
+        return subprocess.run(
+            [path, *options, "127.0.0.1", str(self.dicom_port), *map(str, files)],
             env={**os.environ, "TCP_NODELAY": "1"},
             capture_output=True,
             text=True,
             timeout=120,
         )
+
+    def echoscu(
+        self, calling_ae: str = "ECHOSCU", called_ae: str = "NOCTISPRO"
+    ) -> subprocess.CompletedProcess:
+        return self.dcmtk("echoscu", "-aet", calling_ae, "-aec", called_ae)
+
+    def storescu(self, *paths: Path | str, calling_ae: str = "STORESCU") -> None:
+        """Send files with DCMTK storescu; they must all be accepted."""
+        result = self.dcmtk("storescu", "-aet", calling_ae, "-aec", "NOCTISPRO", files=paths)
         assert result.returncode == 0, result.stderr
+
+    def associate(
+        self,
+        contexts: list[str],
+        *,
+        calling_ae: str = "PYNETDICOM",
+        transfer_syntax: str | None = None,
+    ) -> Association:
+        """A pynetdicom association to our SCP, established or the test fails."""
+        ae = AE(ae_title=calling_ae)
+        for cx in contexts:
+            ae.add_requested_context(cx, [transfer_syntax] if transfer_syntax else None)
+        assoc = ae.associate("127.0.0.1", self.dicom_port, ae_title="NOCTISPRO")
+        assert assoc.is_established, f"association as {calling_ae} refused"
+        return assoc
 
     def wait_output(self, text: str, command: str = "serve", timeout: float = 30) -> str:
         deadline = time.monotonic() + timeout

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
     StudyRootQueryRetrieveInformationModelFind,
@@ -16,27 +13,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from tests.factories import make_ct
 from tests.integration.archive import archive_at
-from tests.integration.conftest import need
 
-
-def _echo(port: int, calling: str, called: str = "NOCTISPRO") -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [need("echoscu"), "-aet", calling, "-aec", called, "127.0.0.1", str(port)],
-        env={**os.environ, "TCP_NODELAY": "1"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
-def _session(port: int, calling: str):
-    ae = AE(ae_title=calling)
-    ae.add_requested_context(CTImageStorage)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", port, ae_title="NOCTISPRO")
-    assert assoc.is_established, calling
-    return assoc
+CONTEXTS = [CTImageStorage, StudyRootQueryRetrieveInformationModelFind, Verification]
 
 
 def _find_status(assoc) -> int:
@@ -83,29 +61,30 @@ def test_unknown_peers_refused_and_operations_enforced(tmp_path: Path) -> None:
             "store",
         )
         archive.start("dicom")
-        port = archive.dicom_port
 
-        refused = _echo(port, "STRANGER")
+        refused = archive.echoscu("STRANGER")
         assert refused.returncode != 0
         assert "Called AE Title Not Recognized" not in refused.stderr
-        assert _echo(port, "NORTH_CT").returncode == 0
-        assert _echo(port, "NORTH_CT", called="SOMEONE").returncode != 0  # called-AE check
+        assert archive.echoscu("NORTH_CT").returncode == 0
+        assert archive.echoscu("NORTH_CT", called_ae="SOMEONE").returncode != 0  # called-AE check
 
-        sender = _session(port, "NORTH_CT")  # a facility sender: may store, may not query
+        sender = archive.associate(
+            CONTEXTS, calling_ae="NORTH_CT"
+        )  # a facility sender: may store, may not query
         try:
             assert sender.send_c_store(make_ct()).Status == 0x0000
             assert _find_status(sender) == 0x0124
         finally:
             sender.release()
 
-        viewer = _session(port, "VIEWER")  # a node allowed to find only
+        viewer = archive.associate(CONTEXTS, calling_ae="VIEWER")  # a node allowed to find only
         try:
             assert viewer.send_c_store(make_ct()).Status == 0x0124
             assert _find_status(viewer) == 0x0000
         finally:
             viewer.release()
 
-        router = _session(port, "ROUTER")
+        router = archive.associate(CONTEXTS, calling_ae="ROUTER")
         try:
             assert router.send_c_store(make_ct()).Status == 0x0000
             assert _find_status(router) == 0x0124
@@ -117,8 +96,8 @@ def test_unknown_peers_refused_and_operations_enforced(tmp_path: Path) -> None:
 
 def test_unknown_peers_accepted_in_development(new_archive) -> None:
     new_archive.start("dicom")
-    assert _echo(new_archive.dicom_port, "ANYONE").returncode == 0
-    assoc = _session(new_archive.dicom_port, "ANYONE")
+    assert new_archive.echoscu("ANYONE").returncode == 0
+    assoc = new_archive.associate(CONTEXTS, calling_ae="ANYONE")
     try:
         assert assoc.send_c_store(make_ct()).Status == 0x0000
         assert _find_status(assoc) == 0x0000

@@ -22,13 +22,7 @@ DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 
 def test_echoscu(running_archive: Archive) -> None:
-    result = subprocess.run(
-        [need("echoscu"), "-aec", "NOCTISPRO", "127.0.0.1", str(running_archive.dicom_port)],
-        env=DCMTK_ENV,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = running_archive.echoscu()
     assert result.returncode == 0, result.stderr
 
 
@@ -40,24 +34,7 @@ def test_storescu_files_are_indexed_and_byte_identical(running_archive: Archive,
         path = write(ds, tmp_path / f"ct{n}.dcm")
         sent[ds.SOPInstanceUID] = path.read_bytes()
     mr = pydicom_test_file("MR_small.dcm")
-    result = subprocess.run(
-        [
-            need("storescu"),
-            "-aet",
-            "CT_SCANNER",
-            "-aec",
-            "NOCTISPRO",
-            "127.0.0.1",
-            str(running_archive.dicom_port),
-            *sorted(map(str, tmp_path.glob("*.dcm"))),
-            str(mr),
-        ],
-        env=DCMTK_ENV,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+    running_archive.storescu(*sorted(tmp_path.glob("*.dcm")), mr, calling_ae="CT_SCANNER")
     with running_archive.client() as api:
         meta = api.get(f"/api/v1/dicom/studies/{study_uid}/metadata")
         assert meta.status_code == 200, meta.text
@@ -74,20 +51,8 @@ def test_storescu_files_are_indexed_and_byte_identical(running_archive: Archive,
     running_archive.assert_consistent()
 
 
-def _associate(archive: Archive, contexts: list[str], transfer_syntax: str | None = None):
-    ae = AE(ae_title="PYNETDICOM")
-    for cx in contexts:
-        if transfer_syntax:
-            ae.add_requested_context(cx, [transfer_syntax])
-        else:
-            ae.add_requested_context(cx)
-    assoc = ae.associate("127.0.0.1", archive.dicom_port, ae_title="NOCTISPRO")
-    assert assoc.is_established
-    return assoc
-
-
 def test_pynetdicom_store_and_echo(running_archive: Archive) -> None:
-    assoc = _associate(running_archive, [Verification, CTImageStorage])
+    assoc = running_archive.associate([Verification, CTImageStorage])
     try:
         assert assoc.send_c_echo().Status == 0x0000
         ds = make_ct(patient_name="Pynetdicom^Test")
@@ -130,7 +95,7 @@ def test_bad_data_sets_get_failure_statuses(
     before = running_archive.query("SELECT COUNT(*) FROM index_instance")[0][0]
     path = tmp_path / "bad.dcm"
     path.write_bytes(data)
-    assoc = _associate(running_archive, [CTImageStorage], ExplicitVRLittleEndian)
+    assoc = running_archive.associate([CTImageStorage], transfer_syntax=ExplicitVRLittleEndian)
     try:
         rsp = assoc.send_c_store(path)
         assert rsp.Status == status, case
@@ -144,22 +109,8 @@ def test_bad_data_sets_get_failure_statuses(
 def test_dcmsend_of_pydicom_test_files(running_archive: Archive) -> None:
     """What a new user tries first: a whole folder of odd files; the good ones land."""
     folder = pydicom_test_file("CT_small.dcm").parent
-    result = subprocess.run(
-        [
-            need("dcmsend"),
-            "-nh",
-            "-dn",
-            "-aec",
-            "NOCTISPRO",
-            "127.0.0.1",
-            str(running_archive.dicom_port),
-            "--scan-directories",
-            str(folder),
-        ],
-        env=DCMTK_ENV,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = running_archive.dcmtk(
+        "dcmsend", "-nh", "-dn", "-aec", "NOCTISPRO", "--scan-directories", files=(folder,)
     )
     assert "Association Request Failed" not in result.stderr
     ct_small = running_archive.query(
@@ -226,7 +177,7 @@ def test_a_huge_declared_pdu_length_closes_the_connection(running_archive: Archi
         except ConnectionResetError:
             data = b""
         assert data in (b"",) or data[0] == 0x07  # closed, or an A-ABORT
-    assert _associate(running_archive, [Verification]).send_c_echo().Status == 0
+    assert running_archive.associate([Verification]).send_c_echo().Status == 0
 
 
 def test_a_store_cut_off_mid_transfer_leaves_nothing(running_archive: Archive, tmp_path: Path):

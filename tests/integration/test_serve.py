@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import stat
-import subprocess
 import time
 from contextlib import closing
 from pathlib import Path
@@ -15,7 +14,6 @@ from pydicom.uid import generate_uid
 
 from tests.factories import dataset_bytes, make_ct, to_bytes
 from tests.integration.archive import Archive, archive_at, wait_for_port
-from tests.integration.conftest import need
 
 
 def _child_pid(archive: Archive, name: str, after: int = 0) -> int:
@@ -34,16 +32,6 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def _echo(port: int) -> bool:
-    result = subprocess.run(
-        [need("echoscu"), "-aec", "NOCTISPRO", "127.0.0.1", str(port)],
-        env={**os.environ, "TCP_NODELAY": "1"},
-        capture_output=True,
-        timeout=30,
-    )
-    return result.returncode == 0
 
 
 def test_first_start_generates_and_prints_the_admin_password(tmp_path: Path) -> None:
@@ -72,14 +60,14 @@ def test_serve_logs_restarts_a_crashed_child_and_stops_cleanly(new_archive: Arch
     for name in ("web", "api", "dicom", "worker"):
         assert (archive.data_dir / "logs" / f"{name}.log").exists()
     pids = {name: _child_pid(archive, name) for name in ("web", "api", "dicom", "worker")}
-    assert _echo(archive.dicom_port)
+    assert archive.echoscu().returncode == 0
 
     os.kill(pids["dicom"], signal.SIGKILL)
     new_pid = _child_pid(archive, "dicom", after=1)
     assert new_pid != pids["dicom"]
     assert re.search(r"dicom exited with code -9; restarting", archive.output())
     wait_for_port(archive.dicom_port)
-    assert _echo(archive.dicom_port)
+    assert archive.echoscu().returncode == 0
 
     started = time.monotonic()
     assert archive.stop(proc, signal.SIGTERM) == 0

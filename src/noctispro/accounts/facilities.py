@@ -3,7 +3,7 @@ the AE titles of its senders; unknown senders go to the default facility)."""
 
 from __future__ import annotations
 
-from noctispro.accounts.models import Facility, FacilityAETitle
+from noctispro.accounts.models import Facility, FacilityAETitle, User
 from noctispro.conf import get_settings
 from noctispro.core.ttlcache import TTLCache
 
@@ -37,3 +37,35 @@ def default_facility() -> Facility:
 
 def forget_cached_facilities() -> None:
     _by_ae.clear()
+
+
+class FacilityChoiceError(ValueError):
+    """The user may not file data there (`forbidden`), or must say where (several)."""
+
+    def __init__(self, message: str, *, forbidden: bool) -> None:
+        super().__init__(message)
+        self.forbidden = forbidden
+
+
+def writable_facilities(user: User) -> list[Facility]:
+    """Facilities a user may file new data (uploads, orders) under, default first."""
+    if user.sees_all_facilities:
+        return list(Facility.objects.order_by("-is_default", "code")) or [default_facility()]
+    return list(user.facilities.order_by("code"))
+
+
+def choose_facility(user: User, code: str | None) -> Facility:
+    """The facility named by `code`, or the only sensible one when none is named."""
+    candidates = writable_facilities(user)
+    if code:
+        chosen = next((f for f in candidates if f.code == code), None)
+        if chosen is None:
+            raise FacilityChoiceError(f"you cannot write to facility {code!r}", forbidden=True)
+        return chosen
+    if not candidates:
+        raise FacilityChoiceError("you belong to no facility", forbidden=True)
+    if user.sees_all_facilities or len(candidates) == 1:
+        return candidates[0]
+    raise FacilityChoiceError(
+        "you belong to several facilities: name one in `facility`", forbidden=False
+    )

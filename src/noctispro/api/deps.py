@@ -11,7 +11,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
 
 from noctispro.accounts.auth import InvalidToken, user_for_token
-from noctispro.accounts.facilities import default_facility
+from noctispro.accounts.facilities import FacilityChoiceError, choose_facility
 from noctispro.accounts.models import Facility, Role, User
 from noctispro.accounts.scoping import Principal, principal_for_user
 from noctispro.conf import Settings, get_settings
@@ -89,18 +89,8 @@ UploaderDep = Annotated[Caller, Depends(require_uploader)]
 
 def facility_for_write(caller: Caller, code: str | None) -> Facility:
     """The facility new data is filed under: the caller's own, or one they name."""
-    if code:
-        facility = Facility.objects.filter(code=code).first()
-        if facility is None or not caller.principal.can_see_facility(facility.pk):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"you cannot write to facility {code!r}")
-        return facility
-    if caller.user.sees_all_facilities:
-        return default_facility()
-    mine = list(caller.user.facilities.order_by("code")[:2])
-    if len(mine) == 1:
-        return mine[0]
-    if not mine:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "you belong to no facility")
-    raise HTTPException(
-        status.HTTP_400_BAD_REQUEST, "you belong to several facilities: name one in `facility`"
-    )
+    try:
+        return choose_facility(caller.user, code)
+    except FacilityChoiceError as exc:
+        code_ = status.HTTP_403_FORBIDDEN if exc.forbidden else status.HTTP_400_BAD_REQUEST
+        raise HTTPException(code_, str(exc)) from exc

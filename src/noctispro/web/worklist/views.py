@@ -16,7 +16,7 @@ from django.http import (
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from noctispro.accounts.facilities import default_facility
+from noctispro.accounts.facilities import FacilityChoiceError, choose_facility, writable_facilities
 from noctispro.accounts.models import Facility, Role, User
 from noctispro.accounts.scoping import principal_for_user
 from noctispro.core.bundles import FileResult, count_outcomes, store_file_or_zip
@@ -33,6 +33,13 @@ def _user(request: HttpRequest) -> User:
     user = request.user
     assert isinstance(user, User)
     return user
+
+
+def _chosen(user: User, code: str) -> Facility | None:
+    try:
+        return choose_facility(user, code or None)
+    except FacilityChoiceError:
+        return None
 
 
 @login_required
@@ -73,21 +80,13 @@ def instance_file(request: HttpRequest, sop_instance_uid: str) -> FileResponse:
     )
 
 
-def upload_facilities(user: User) -> list[Facility]:
-    """Facilities a user may file uploads under."""
-    if user.sees_all_facilities:
-        facilities = list(Facility.objects.order_by("-is_default", "code"))
-        return facilities or [default_facility()]
-    return list(user.facilities.order_by("code"))
-
-
 @login_required
 @require_http_methods(["GET", "POST"])
 def upload(request: HttpRequest) -> HttpResponse:
     user = _user(request)
     if user.role not in UPLOAD_ROLES:
         return render(request, "worklist/upload.html", {"forbidden": True}, status=403)
-    facilities = upload_facilities(user)
+    facilities = writable_facilities(user)
     choices = [(f.code, f"{f.code} — {f.name}") for f in facilities]
     wants_json = "application/json" in request.headers.get("Accept", "")
     results: list[FileResult] = []
@@ -95,7 +94,7 @@ def upload(request: HttpRequest) -> HttpResponse:
         form = UploadForm(request.POST, request.FILES, facility_choices=choices)
         if form.is_valid():
             code = form.cleaned_data.get("facility") or (choices[0][0] if choices else "")
-            facility = next((f for f in facilities if f.code == code), None)
+            facility = _chosen(user, code)
             if facility is None:
                 form.add_error("facility", "You cannot upload to that facility.")
             else:
@@ -134,13 +133,13 @@ def upload(request: HttpRequest) -> HttpResponse:
 def orders(request: HttpRequest) -> HttpResponse:
     """Scheduled procedures: what the modalities see on their worklist, and a form to add one."""
     user = _user(request)
-    facilities = upload_facilities(user)
+    facilities = writable_facilities(user)
     choices = [(f.code, f"{f.code} — {f.name}") for f in facilities]
     form = OrderForm(request.POST or None, facility_choices=choices)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         code = data.get("facility") or (choices[0][0] if choices else "")
-        facility = next((f for f in facilities if f.code == code), None)
+        facility = _chosen(user, code)
         if facility is None:
             form.add_error("facility", "You cannot schedule for that facility.")
         else:

@@ -92,3 +92,22 @@ def test_upload_in_the_browser_then_find_the_study(
 
     page.click("text=Sign out")
     page.wait_for_url("**/login/")
+
+
+def test_schedule_an_order_on_the_orders_page(
+    page, web_archive: Archive, screenshots: Path | None
+) -> None:
+    _sign_in(page, web_archive)
+    page.click("nav >> text=Orders")
+    page.wait_for_url("**/orders/")
+    page.fill("#id_patient_name", "Browser^Order")
+    page.fill("#id_patient_id", "BO-1")
+    page.fill("#id_modality", "MR")
+    page.fill("#id_scheduled_start", "2026-12-05T08:15")
+    page.fill("#id_requested_procedure_description", "MR knee")
+    page.click("button.primary")
+    page.wait_for_selector(".messages li.success")
+    assert "Scheduled MR for Browser^Order" in page.locator(".messages").inner_text()
+    row = page.locator("table.orders tbody tr", has_text="Browser^Order")
+    assert "2026-12-05 08:15" in row.inner_text() and "MR knee" in row.inner_text()
+    _shot(page, screenshots, "orders")

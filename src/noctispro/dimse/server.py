@@ -26,7 +26,7 @@ from noctispro import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from noctispro.accounts.models import Operation
 from noctispro.conf import Settings
 from noctispro.core.ingest import InstanceRejected, Origin, encode_file_meta, store_instance
-from noctispro.dimse import access, fastpath, statuses
+from noctispro.dimse import access, fastpath, reactor, statuses
 from noctispro.dimse.find import QR_FIND_MODELS, handle_find
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,7 @@ class PacsRequestHandler(RequestHandler):
         # constructor would queue a second "connection open" event); the subclass adds
         # no state, so changing the class of the one just made is enough.
         assoc.dul.socket.__class__ = PacsAssociationSocket
+        reactor.make_event_driven(assoc)
         return assoc
 
 

@@ -1,0 +1,217 @@
+"""Event-driven reactors for pynetdicom 3.0 associations.
+
+pynetdicom runs two polling loops per association: the DUL thread naps 1 ms whenever
+it finds nothing to do, and the acceptor's reactor naps 1 ms before each look at the
+DIMSE queue. A C-STORE waits out up to three such naps (DUL reads the first PDU,
+reactor picks the message up, DUL sends the response): 1.5-3 ms per instance here,
+as long as storing it. These subclasses wait instead — the DUL in `select()` on the
+socket and a wake-up socket that `send_pdu` writes to, the reactor on an event the
+DUL sets after each state machine action — so both threads run the moment there is
+work, and sleep without burning CPU when there is none.
+
+Everything else (state machine, timers, abort handling) is pynetdicom's. Waits are
+bounded (`IDLE_WAIT`) so ARTIM and network timeouts, and kill flags set by other
+threads, are seen within that time even if a wake-up were missed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import select
+import socket
+import threading
+from typing import Any
+
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.utils import make_target
+
+#: Longest a reactor waits without looking at its timers and flags (seconds).
+IDLE_WAIT = 0.05
+
+
+class EventDrivenDUL(DULServiceProvider):
+    """The DUL service provider, waiting in select() rather than napping."""
+
+    _wake_recv: socket.socket
+    _wake_send: socket.socket
+    #: Set after every state machine action: the user side may have work.
+    activity: threading.Event
+
+    def _add_wakeup(self) -> None:
+        self._wake_recv, self._wake_send = socket.socketpair()
+        self._wake_recv.setblocking(False)
+        self._wake_send.setblocking(False)
+        self.activity = threading.Event()
+        # Thread.__init__ bound pynetdicom's loop as the target; run ours.
+        self._target = make_target(self.run_reactor)
+
+    def wake(self) -> None:
+        """Make the DUL thread look at its queues now (any thread may call this)."""
+        # OSError: closed (the thread ended), or the buffer is full (a wake is pending).
+        with contextlib.suppress(OSError):
+            self._wake_send.send(b"\0")
+
+    def send_pdu(self, primitive: Any) -> None:
+        super().send_pdu(primitive)
+        self.wake()
+
+    def kill_dul(self) -> None:
+        super().kill_dul()
+        self.wake()
+
+    def stop_dul(self) -> bool:
+        if self.state_machine.current_state != "Sta1":
+            return False
+        self._kill_thread = True
+        self.wake()
+        if threading.current_thread() is not self:
+            self.join()
+        return True
+
+    def _wait_for_work(self) -> None:
+        """Block until the peer sent data, a primitive was queued, or IDLE_WAIT passed."""
+        watched: list[Any] = [self._wake_recv]
+        transport = self.socket
+        peer = transport.socket if transport is not None else None
+        if peer is not None and transport is not None and transport._is_connected:
+            pending = getattr(peer, "pending", None)  # TLS: decrypted bytes select can't see
+            if pending is not None and pending():
+                return
+            watched.append(peer)
+        try:
+            select.select(watched, [], [], IDLE_WAIT)
+        except (OSError, ValueError):  # the peer socket was closed under us
+            return
+        with contextlib.suppress(OSError):
+            while self._wake_recv.recv(4096):
+                pass
+
+    def run_reactor(self) -> None:
+        """pynetdicom's DUL loop, with `_wait_for_work` where it napped."""
+        try:
+            self._run()
+        finally:
+            self.activity.set()
+            self._wake_send.close()
+            self._wake_recv.close()
+
+    def _run(self) -> None:
+        self._idle_timer.start()
+        assert self.socket is not None
+        while True:
+            if not self.assoc._dul_ready.is_set():
+                self.assoc._dul_ready.set()
+            if self._kill_thread:
+                break
+            if self.artim_timer.expired:
+                self.event_queue.put("Evt18")
+            try:
+                if self._process_recv_primitive():
+                    pass
+                elif self._is_transport_event():
+                    self._idle_timer.restart()
+            except Exception:
+                self._abort_on_error()
+                return
+            try:
+                event = self.event_queue.get(block=False)
+            except queue.Empty:
+                self._wait_for_work()
+                continue
+            self.state_machine.do_action(event)
+            self.activity.set()
+
+    def _abort_on_error(self) -> None:
+        # As pynetdicom does: bypass the state machine, whose state is now unknown.
+        logging.getLogger("pynetdicom.dul").exception("Exception in DUL, aborting association")
+        abort_pdu = A_ABORT_RQ()
+        abort_pdu.source = 0x02
+        abort_pdu.reason_diagnostic = 0x00
+        assert self.socket is not None
+        self.socket.send(abort_pdu.encode())
+        self.assoc.is_aborted = True
+        self.assoc.is_established = False
+        self.assoc._kill = True
+        self._kill_thread = True
+
+
+class EventDrivenAssociation(Association):
+    """An acceptor whose reactor waits on the DUL's activity event, not in 1 ms naps."""
+
+    dul: EventDrivenDUL
+
+    def kill(self) -> None:
+        super().kill()
+        self.dul.activity.set()
+
+    def _run_reactor(self) -> None:
+        """pynetdicom's acceptor loop (Association._run_reactor) without the nap."""
+        from pynetdicom.association import LOGGER, evt
+
+        activity = self.dul.activity
+        self._is_paused = False
+        while not self._kill:
+            # "Paused" while waiting, as pynetdicom is while it naps: a thread that
+            # wants the DIMSE queue (send_* on this association) may take it then.
+            self._is_paused = True
+            activity.wait(IDLE_WAIT)
+            activity.clear()
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+
+            while True:
+                context_id, msg = self.dimse.get_msg(block=False)
+                if not msg:
+                    break
+                self._serve_request(msg, int(context_id))  # type: ignore[arg-type]
+                if self._kill or not self._reactor_checkpoint.is_set():
+                    break
+
+            if self.is_established and self.acse.is_release_requested():
+                self.acse.send_release(is_response=True)
+                LOGGER.info("Association Released")
+                self.is_released = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_RELEASED, {})
+                self.kill()
+                return
+
+            if self.acse.is_aborted():
+                log_msg = "Association Aborted"
+                if self.acse.is_aborted("a-p-abort"):
+                    log_msg += " (A-P-ABORT)"
+                LOGGER.info(log_msg)
+                self.dul.receive_pdu(wait=False)
+                self.is_aborted = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_ABORTED, {})
+                self.kill()
+                return
+
+            if not self.dul.is_alive():
+                self.kill()
+                return
+
+            if self.dul.idle_timer_expired():
+                LOGGER.error("Network timeout reached")
+                self.abort()
+                self.kill()
+                return
+
+
+def make_event_driven(assoc: Association) -> None:
+    """Turn a just-created acceptor (its DUL not started yet) into the event-driven kind.
+
+    pynetdicom builds both objects itself; the subclasses add no state but the wake-up
+    pair and event, so the instances change class and get those.
+    """
+    dul = assoc.dul
+    assert not dul.is_alive()
+    dul.__class__ = EventDrivenDUL
+    assert isinstance(dul, EventDrivenDUL)
+    dul._add_wakeup()
+    assoc.__class__ = EventDrivenAssociation

@@ -38,20 +38,39 @@ def _us(value: int) -> bytes:
 
 def encode_c_store_rsp(primitive: C_STORE) -> bytes:
     """The command set of a C-STORE-RSP (PS3.7 Table 9.3-2), group length first."""
+    return encode_c_store_rsp_fields(
+        sop_class_uid=str(primitive.AffectedSOPClassUID or ""),
+        message_id=int(primitive.MessageIDBeingRespondedTo or 0),
+        status=int(primitive.Status or 0),
+        error_comment=str(primitive.ErrorComment or ""),
+        sop_instance_uid=str(primitive.AffectedSOPInstanceUID or ""),
+        offending_elements=list(primitive.OffendingElement or []),
+    )
+
+
+def encode_c_store_rsp_fields(
+    *,
+    sop_class_uid: str,
+    message_id: int,
+    status: int,
+    error_comment: str = "",
+    sop_instance_uid: str = "",
+    offending_elements: list[int] | None = None,
+) -> bytes:
     parts = []
-    if primitive.AffectedSOPClassUID:
-        parts.append(_element(0x0002, _text(primitive.AffectedSOPClassUID, b"\x00")))
+    if sop_class_uid:
+        parts.append(_element(0x0002, _text(sop_class_uid, b"\x00")))
     parts.append(_element(0x0100, _us(0x8001)))
-    parts.append(_element(0x0120, _us(int(primitive.MessageIDBeingRespondedTo or 0))))
+    parts.append(_element(0x0120, _us(message_id)))
     parts.append(_element(0x0800, _us(0x0101)))  # no data set follows
-    parts.append(_element(0x0900, _us(int(primitive.Status or 0))))
-    if primitive.OffendingElement:
-        tags = b"".join(struct.pack("<HH", t >> 16, t & 0xFFFF) for t in primitive.OffendingElement)
+    parts.append(_element(0x0900, _us(status)))
+    if offending_elements:
+        tags = b"".join(struct.pack("<HH", t >> 16, t & 0xFFFF) for t in offending_elements)
         parts.append(_element(0x0901, tags))
-    if primitive.ErrorComment:
-        parts.append(_element(0x0902, _text(primitive.ErrorComment[:64], b" ")))
-    if primitive.AffectedSOPInstanceUID:
-        parts.append(_element(0x1000, _text(primitive.AffectedSOPInstanceUID, b"\x00")))
+    if error_comment:
+        parts.append(_element(0x0902, _text(error_comment[:64], b" ")))
+    if sop_instance_uid:
+        parts.append(_element(0x1000, _text(sop_instance_uid, b"\x00")))
     body = b"".join(parts)
     return _element(0x0000, struct.pack("<I", len(body))) + body
 

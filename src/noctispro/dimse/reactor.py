@@ -29,6 +29,8 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.utils import make_target
 
+from noctispro.dimse import storefast
+
 #: Longest a reactor waits without looking at its timers and flags (seconds).
 IDLE_WAIT = 0.05
 
@@ -148,6 +150,15 @@ class EventDrivenAssociation(Association):
         super().kill()
         self.dul.activity.set()
 
+    def _serve_request(self, msg: Any, context_id: int) -> None:
+        if isinstance(msg, storefast.StoreRequest):
+            if self._sent_release:
+                msg.discard()
+            else:
+                storefast.serve(self, msg)
+            return
+        super()._serve_request(msg, context_id)
+
     def _run_reactor(self) -> None:
         """pynetdicom's acceptor loop (Association._run_reactor) without the nap."""
         from pynetdicom.association import LOGGER, evt
@@ -215,3 +226,4 @@ def make_event_driven(assoc: Association) -> None:
     assert isinstance(dul, EventDrivenDUL)
     dul._add_wakeup()
     assoc.__class__ = EventDrivenAssociation
+    storefast.install(assoc)

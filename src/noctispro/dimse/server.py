@@ -26,7 +26,7 @@ from noctispro import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from noctispro.accounts.models import Operation
 from noctispro.conf import Settings
 from noctispro.core.ingest import InstanceRejected, Origin, encode_file_meta, store_instance
-from noctispro.dimse import access, fastpath, reactor, statuses
+from noctispro.dimse import access, fastpath, reactor, statuses, storefast
 from noctispro.dimse.find import QR_FIND_MODELS, handle_find
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,9 @@ def discard_partial_spool(assoc: Association) -> None:
     pynetdicom writes the data set to a named temp file as it arrives and deletes it
     only after the handler ran; a message that never completes would leave it behind.
     """
+    if storefast.discard_partial(assoc):
+        log.warning("discarded a C-STORE from %s cut off mid-transfer", assoc.requestor.ae_title)
+        return
     message = getattr(assoc.dimse, "message", None)
     spool = getattr(message, "_data_set_file", None)
     if spool is None:

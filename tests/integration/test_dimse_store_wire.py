@@ -5,6 +5,7 @@ in one P-DATA, a command set split over fragments, missing or mismatched UIDs.""
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -51,15 +52,23 @@ def dataset_of(ds) -> bytes:
     return raw[offset:]
 
 
-def send_pdvs(assoc: Association, *pdus: list[tuple[int, bytes]]) -> None:
-    for pdvs in pdus:
-        pdata = P_DATA()
-        pdata.presentation_data_value_list.extend(pdvs)
-        assoc.dul.send_pdu(pdata)
+def exchange(assoc: Association, *pdus: list[tuple[int, bytes]]) -> tuple[int, str]:
+    """Send the P-DATAs and return the status and error comment of the response.
 
-
-def response_status(assoc: Association) -> tuple[int, str]:
-    _, rsp = assoc.dimse.get_msg(block=True)
+    The requestor's reactor is paused meanwhile, as pynetdicom's send_* methods do,
+    so that it does not take the response off the DIMSE queue first.
+    """
+    assoc._reactor_checkpoint.clear()
+    while not assoc._is_paused:
+        time.sleep(0.0001)
+    try:
+        for pdvs in pdus:
+            pdata = P_DATA()
+            pdata.presentation_data_value_list.extend(pdvs)
+            assoc.dul.send_pdu(pdata)
+        _, rsp = assoc.dimse.get_msg(block=True)
+    finally:
+        assoc._reactor_checkpoint.set()
     assert rsp is not None, "no C-STORE response"
     return int(rsp.Status), str(rsp.ErrorComment or "")
 
@@ -98,20 +107,20 @@ def test_command_and_data_in_one_pdata_and_split_command(
     data = dataset_of(first)
     command = store_command(1, CTImageStorage, first.SOPInstanceUID)
     # Command (last fragment) and the whole data set in one P-DATA, two PDVs.
-    send_pdvs(assoc, [(cx, bytes([COMMAND | LAST]) + command), (cx, bytes([LAST]) + data)])
-    assert response_status(assoc) == (0x0000, "")
+    status = exchange(assoc, [(cx, bytes([COMMAND | LAST]) + command), (cx, bytes([LAST]) + data)])
+    assert status == (0x0000, "")
 
     data = dataset_of(second)
     command = store_command(2, CTImageStorage, second.SOPInstanceUID)
     half = len(command) // 2
-    send_pdvs(
+    status = exchange(
         assoc,
         [(cx, bytes([COMMAND]) + command[:half])],
         [(cx, bytes([COMMAND | LAST]) + command[half:]), (cx, b"\x00" + data[:1000])],
         [(cx, b"\x00" + data[1000:5000])],
         [(cx, bytes([LAST]) + data[5000:])],
     )
-    assert response_status(assoc) == (0x0000, "")
+    assert status == (0x0000, "")
     for ds in (first, second):
         assert stored(running_archive, ds.SOPInstanceUID)
     running_archive.assert_consistent()
@@ -137,12 +146,11 @@ def test_bad_command_sets_are_refused_and_nothing_is_kept(
     uid = ds.SOPInstanceUID if sop_instance == "from-dataset" else sop_instance
     spool = running_archive.data_dir / "tmp"
     before = set(spool.iterdir())
-    send_pdvs(
+    got, comment = exchange(
         assoc,
         [(cx, bytes([COMMAND | LAST]) + store_command(7, sop_class, uid))],
         [(cx, bytes([LAST]) + dataset_of(ds))],
     )
-    got, comment = response_status(assoc)
     assert got == status
     assert comment
     assert not stored(running_archive, ds.SOPInstanceUID)

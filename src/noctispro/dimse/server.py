@@ -28,6 +28,7 @@ from noctispro.conf import Settings
 from noctispro.core.ingest import InstanceRejected, Origin, encode_file_meta, store_instance
 from noctispro.dimse import access, fastpath, statuses
 from noctispro.dimse.find import QR_FIND_MODELS, handle_find
+from noctispro.dimse.worklist import MODALITY_WORKLIST_FIND, handle_worklist_find
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,15 @@ def build_ae(settings: Settings) -> AE:
     ae.add_supported_context(Verification)
     for find_model in QR_FIND_MODELS:
         ae.add_supported_context(find_model)
+    ae.add_supported_context(MODALITY_WORKLIST_FIND)
     return ae
+
+
+def handle_c_find(event: evt.Event) -> Any:
+    """EVT_C_FIND takes one handler: the information model picks the adapter."""
+    if str(event.request.AffectedSOPClassUID) == MODALITY_WORKLIST_FIND:
+        return handle_worklist_find(event)
+    return handle_find(event)
 
 
 HANDLERS: list[Any] = [
@@ -234,7 +243,7 @@ HANDLERS: list[Any] = [
     (evt.EVT_ABORTED, _on_association_end),
     (evt.EVT_C_ECHO, handle_echo),
     (evt.EVT_C_STORE, handle_store),
-    (evt.EVT_C_FIND, handle_find),
+    (evt.EVT_C_FIND, handle_c_find),
 ]
 
 

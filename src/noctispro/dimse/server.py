@@ -27,6 +27,7 @@ from noctispro.accounts.models import Operation
 from noctispro.conf import Settings
 from noctispro.core.ingest import InstanceRejected, Origin, encode_file_meta, store_instance
 from noctispro.dimse import access, fastpath, statuses
+from noctispro.dimse.commitment import STORAGE_COMMITMENT_PUSH_MODEL, handle_n_action
 from noctispro.dimse.find import QR_FIND_MODELS, handle_find
 from noctispro.dimse.worklist import MODALITY_WORKLIST_FIND, handle_worklist_find
 
@@ -228,6 +229,9 @@ def build_ae(settings: Settings) -> AE:
     for find_model in QR_FIND_MODELS:
         ae.add_supported_context(find_model)
     ae.add_supported_context(MODALITY_WORKLIST_FIND)
+    # Role selection proposed by a requester is accepted as proposed: it stays the SCU,
+    # we send the N-EVENT-REPORT as the SCP on its association (PS3.4 J.3.3).
+    ae.add_supported_context(STORAGE_COMMITMENT_PUSH_MODEL, scu_role=True, scp_role=True)
     return ae
 
 
@@ -244,6 +248,7 @@ HANDLERS: list[Any] = [
     (evt.EVT_C_ECHO, handle_echo),
     (evt.EVT_C_STORE, handle_store),
     (evt.EVT_C_FIND, handle_c_find),
+    (evt.EVT_N_ACTION, handle_n_action),
 ]
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pydicom.uid import CTImageStorage, MRImageStorage, generate_uid
 
+from noctispro.accounts.facilities import forget_cached_facilities
 from noctispro.accounts.scoping import Principal
 from noctispro.accounts.services import add_facility
 from noctispro.core.commitment import Reference, Verdict, check_stored
@@ -16,6 +19,15 @@ from noctispro.storage import get_blob_store
 from tests.factories import make_ct, to_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _clean(storage_root: Path) -> Iterator[None]:
+    forget_cached_facilities()
+    yield
+    forget_cached_facilities()
+    for p in storage_root.glob("??/??/*.dcm"):
+        p.unlink()
 
 
 def _store(calling_ae: str, **fields: object) -> Instance:

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
 from pydicom.dataset import Dataset
 
+from noctispro.accounts.facilities import forget_cached_facilities
 from noctispro.accounts.services import add_facility
+from noctispro.dimse import access
 from noctispro.dimse.worklist import handle_worklist_find, match_condition, read_request
 from noctispro.orders.models import Order
 from noctispro.orders.services import NewOrder, create_order
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _forget() -> Iterator[None]:
+    forget_cached_facilities()
+    access.forget()
+    yield
+    forget_cached_facilities()
+    access.forget()
 
 
 def _event(identifier: Dataset, *, cancelled: bool = False) -> SimpleNamespace:

@@ -188,7 +188,10 @@ def _commit(
         )
         core.record_outcome(record, checks)
         event_type, info = event_information(record.transaction_uid, checks)
-        responded.wait(RESPONSE_WAIT_SECONDS)
+        deadline = time.monotonic() + RESPONSE_WAIT_SECONDS
+        while not responded.wait(0.05) and assoc.is_established:
+            if time.monotonic() > deadline:
+                break
         assoc.unbind(evt.EVT_DIMSE_SENT, on_sent)
         delivery, detail = report(
             assoc, responded.is_set(), record.calling_ae_title, event_type, info

@@ -145,15 +145,14 @@ def handle_worklist_find(event: evt.Event) -> Iterator[Response]:
         log.exception("worklist C-FIND from %s: the identifier cannot be decoded", calling)
         yield _failure(UNABLE_TO_PROCESS, "the identifier cannot be decoded")
         return
-    if request.ignored():
-        log.info(
-            "worklist C-FIND from %s: not matched on %s", calling, ", ".join(request.ignored())
-        )
-    orders = visible_orders(principal_for_ae(calling)).filter(condition)
-    if not request.asks_status():
-        orders = orders.exclude(status__in=DONE)
+    ignored = request.ignored()
+    if ignored:
+        log.info("worklist C-FIND from %s: not matched on %s", calling, ", ".join(ignored))
     count = 0
     try:
+        orders = visible_orders(principal_for_ae(calling)).filter(condition)
+        if not request.asks_status():
+            orders = orders.exclude(status__in=DONE)
         for order in orders.iterator(chunk_size=200):
             if event.is_cancelled:
                 yield CANCEL, None
@@ -182,7 +181,9 @@ def read_request(identifier: Dataset) -> WorklistRequest:
             )
         step = []
         if items:
-            item = Dataset(items[0])
+            item = Dataset()  # a copy, elements still raw: the request stays as received
+            for elem in items[0].elements():
+                item[elem.tag] = elem
             if any(terms):
                 # Items use the character set of the data set they are in (PS3.5 7.5.1).
                 item[SPECIFIC_CHARACTER_SET] = DataElement(SPECIFIC_CHARACTER_SET, "CS", terms)

@@ -27,7 +27,9 @@ from noctispro.accounts.models import Operation
 from noctispro.conf import Settings
 from noctispro.core.ingest import InstanceRejected, Origin, encode_file_meta, store_instance
 from noctispro.dimse import access, fastpath, reactor, statuses, storefast
+from noctispro.dimse.commitment import STORAGE_COMMITMENT_PUSH_MODEL, handle_n_action
 from noctispro.dimse.find import QR_FIND_MODELS, handle_find
+from noctispro.dimse.worklist import MODALITY_WORKLIST_FIND, handle_worklist_find
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +232,18 @@ def build_ae(settings: Settings) -> AE:
     ae.add_supported_context(Verification)
     for find_model in QR_FIND_MODELS:
         ae.add_supported_context(find_model)
+    ae.add_supported_context(MODALITY_WORKLIST_FIND)
+    # Role selection proposed by a requester is accepted as proposed: it stays the SCU,
+    # we send the N-EVENT-REPORT as the SCP on its association (PS3.4 J.3.3).
+    ae.add_supported_context(STORAGE_COMMITMENT_PUSH_MODEL, scu_role=True, scp_role=True)
     return ae
+
+
+def handle_c_find(event: evt.Event) -> Any:
+    """EVT_C_FIND takes one handler: the information model picks the adapter."""
+    if str(event.request.AffectedSOPClassUID) == MODALITY_WORKLIST_FIND:
+        return handle_worklist_find(event)
+    return handle_find(event)
 
 
 HANDLERS: list[Any] = [
@@ -238,7 +251,8 @@ HANDLERS: list[Any] = [
     (evt.EVT_ABORTED, _on_association_end),
     (evt.EVT_C_ECHO, handle_echo),
     (evt.EVT_C_STORE, handle_store),
-    (evt.EVT_C_FIND, handle_find),
+    (evt.EVT_C_FIND, handle_c_find),
+    (evt.EVT_N_ACTION, handle_n_action),
 ]
 
 

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from noctispro.index.models import Change, Instance, Patient, Series, Study
+from noctispro.index.models import Change, Instance, Patient, Series, StorageCommitment, Study
 
 
 @admin.register(Patient)
@@ -62,3 +62,19 @@ class ChangeAdmin(admin.ModelAdmin):
     list_display = ["id", "kind", "study_instance_uid", "sop_instance_uid", "created_at"]
     list_filter = ["kind"]
     readonly_fields = [f.name for f in Change._meta.fields]
+
+
+@admin.register(StorageCommitment)
+class StorageCommitmentAdmin(admin.ModelAdmin):
+    list_display = [
+        "received_at",
+        "calling_ae_title",
+        "transaction_uid",
+        "requested",
+        "state",
+        "delivery",
+        "reported_at",
+    ]
+    list_filter = ["state", "delivery", "calling_ae_title"]
+    search_fields = ["transaction_uid", "calling_ae_title"]
+    readonly_fields = [f.name for f in StorageCommitment._meta.fields]

@@ -197,3 +197,40 @@ class ListenerCursor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} at #{self.last_change_id}"
+
+
+class CommitmentState(models.TextChoices):
+    PENDING = "PENDING"  # accepted, not checked yet
+    COMMITTED = "COMMITTED"  # every instance is safely stored (event type 1)
+    FAILURES = "FAILURES"  # some are not (event type 2)
+
+
+class StorageCommitment(models.Model):
+    """A Storage Commitment request (PS3.4 J) and how it was answered, for operators.
+
+    `references` are the requested [SOP Class UID, SOP Instance UID] pairs; `failures`
+    the ones not committed, with their Failure Reason (PS3.3 C.14.1.1). `delivery` says
+    how the N-EVENT-REPORT went back ("" while pending).
+    """
+
+    transaction_uid = models.CharField(max_length=64, db_index=True)
+    calling_ae_title = models.CharField(max_length=16)
+    facility = models.ForeignKey(
+        Facility, on_delete=models.PROTECT, related_name="+", null=True, blank=True
+    )
+    references = models.JSONField(default=list)
+    requested = models.PositiveIntegerField(default=0)
+    state = models.CharField(
+        max_length=16, choices=CommitmentState.choices, default=CommitmentState.PENDING
+    )
+    failures = models.JSONField(default=list, blank=True)
+    delivery = models.CharField(max_length=32, blank=True)
+    delivery_detail = models.CharField(max_length=255, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+    reported_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["-received_at"], name="commitment_received_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.transaction_uid} from {self.calling_ae_title} ({self.state})"

@@ -13,6 +13,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 
 from noctispro.accounts.models import Facility, ae_title_validator
+from noctispro.index.matching import person_name_key
 
 date_validator = RegexValidator(r"^\d{8}$", "Dates are YYYYMMDD (DICOM DA).")
 time_validator = RegexValidator(
@@ -45,6 +46,10 @@ class Order(models.Model):
     study_instance_uid = models.CharField(max_length=64, unique=True)
     scheduled_procedure_step_id = models.CharField(max_length=16)
     scheduled_procedure_step_description = models.CharField(max_length=64, blank=True)
+    scheduled_performing_physician_name = models.CharField(max_length=324, blank=True)
+    scheduled_performing_physician_name_search = models.CharField(
+        max_length=324, blank=True, editable=False
+    )
     scheduled_station_ae_title = models.CharField(
         max_length=16, blank=True, validators=[ae_title_validator]
     )
@@ -76,5 +81,9 @@ class Order(models.Model):
         return f"{self.accession_number} {self.patient_name} {self.modality}"
 
     def save(self, *args: object, **kwargs: object) -> None:
-        self.patient_name_search = self.patient_name.upper()
+        # The search columns hold `person_name_key`, as the index does (matching.py).
+        self.patient_name_search = person_name_key(self.patient_name)
+        self.scheduled_performing_physician_name_search = person_name_key(
+            self.scheduled_performing_physician_name
+        )
         super().save(*args, **kwargs)  # type: ignore[arg-type]

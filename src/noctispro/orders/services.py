@@ -34,6 +34,7 @@ class NewOrder:
     requested_procedure_description: str = ""
     scheduled_procedure_step_description: str = ""
     scheduled_station_ae_title: str = ""
+    scheduled_performing_physician_name: str = ""
 
 
 def new_accession_number() -> str:
@@ -57,6 +58,7 @@ def create_order(facility: Facility, data: NewOrder, *, created_by: User | None 
         scheduled_procedure_step_id=f"{accession}.1"[:16],
         scheduled_procedure_step_description=data.scheduled_procedure_step_description,
         scheduled_station_ae_title=data.scheduled_station_ae_title,
+        scheduled_performing_physician_name=data.scheduled_performing_physician_name,
         modality=data.modality.upper(),
         scheduled_start_date=data.scheduled_start_date,
         scheduled_start_time=data.scheduled_start_time,
@@ -66,7 +68,9 @@ def create_order(facility: Facility, data: NewOrder, *, created_by: User | None 
     )
     # Uniqueness is left to the database (race-safe), reported as OrderConflict.
     order.full_clean(
-        exclude=["patient_name_search"], validate_unique=False, validate_constraints=False
+        exclude=["patient_name_search", "scheduled_performing_physician_name_search"],
+        validate_unique=False,
+        validate_constraints=False,
     )
     try:
         with transaction.atomic():

@@ -34,6 +34,7 @@ class OrderIn(BaseModel):
     scheduled_start_time: str = Field("", pattern=r"^(\d{2}(\d{2}(\d{2})?)?)?$")
     requested_procedure_description: str = Field("", max_length=64)
     scheduled_procedure_step_description: str = Field("", max_length=64)
+    scheduled_performing_physician_name: str = Field("", max_length=324)
     facility: str | None = Field(None, description="Facility code, if you have several")
 
 
@@ -54,6 +55,7 @@ class OrderOut(BaseModel):
     requested_procedure_description: str
     scheduled_procedure_step_id: str
     scheduled_procedure_step_description: str
+    scheduled_performing_physician_name: str
     status: str
     facility: str
     created_at: datetime

@@ -384,6 +384,7 @@ def find(peer: Peer, query: RemoteQuery, caller: Caller, *, max_matches: int) ->
     matches: list[dict[str, Any]] = []
     cancelled = False
     with associate(peer, caller, [query.sop_class]) as assoc:
+        _set_remaining(assoc, deadline)
         responses = assoc.send_c_find(query.identifier(), query.sop_class, msg_id=1)
         for status_ds, identifier in responses:
             if "Status" not in status_ds:
@@ -419,9 +420,11 @@ def _set_remaining(assoc: Association, deadline: float) -> None:
 
 
 def _raise_no_response(assoc: Association, peer: Peer, deadline: float, what: str) -> None:
-    if assoc.is_aborted or time.perf_counter() < deadline - 0.05:
-        raise RemoteError("aborted", f"{peer} aborted or sent an invalid {what} response")
-    raise RemoteError("timeout", f"{peer} did not finish the {what} in time")
+    """pynetdicom yields an empty status for silence, an abort and a bad response alike
+    (and aborts itself on silence): tell them apart by the clock."""
+    if time.perf_counter() >= deadline - 0.05:
+        raise RemoteError("timeout", f"{peer} did not finish the {what} in time")
+    raise RemoteError("aborted", f"{peer} aborted or sent an invalid {what} response")
 
 
 def _comment(status_ds: Dataset) -> str:
@@ -458,13 +461,13 @@ def move(
         assoc.dimse_timeout = response_timeout
         responses = assoc.send_c_move(identifier, destination_ae, STUDY_ROOT_MOVE, msg_id=1)
         try:
+            waiting_since = time.perf_counter()
             for status_ds, failed_list in responses:
                 if "Status" not in status_ds:
-                    if assoc.is_aborted and time.perf_counter() - start < response_timeout:
-                        raise RemoteError("aborted", f"{peer} aborted the C-MOVE")
-                    raise RemoteError(
-                        "timeout", f"{peer} sent no C-MOVE response in {response_timeout:g} s"
+                    _raise_no_response(
+                        assoc, peer, waiting_since + response_timeout, "C-MOVE sub-operations"
                     )
+                waiting_since = time.perf_counter()
                 status = int(status_ds.Status)
                 last = _progress(status_ds, last)
                 if status in PENDING:

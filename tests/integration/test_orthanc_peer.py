@@ -36,7 +36,7 @@ def data_set_bytes(data: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Archive, Orthanc]]:
     root = tmp_path_factory.mktemp("orthanc-peer")
-    with archive_at(root / "archive") as archive:
+    with archive_at(root / "archive", NOCTISPRO_REMOTE_QUERY_MAX_MATCHES="3") as archive:
         modalities = {"noctispro": ["NOCTISPRO", "127.0.0.1", archive.dicom_port]}
         with orthanc_at(root / "orthanc", modalities=modalities) as orthanc:
             archive.run("facilities", "add", "NORTH", "--name", "North clinic")
@@ -244,6 +244,12 @@ def test_query_orthanc_patient_root(api: httpx.Client, remote_studies: dict) -> 
     assert patient["PatientName"] == "Remote^Beta"
 
 
+def test_the_match_cap_cancels_the_query(api: httpx.Client, remote_studies: dict) -> None:
+    r = query(api, {"level": "STUDY", "filters": {"PatientID": "*"}})
+    assert r.status_code == 200, r.text
+    assert r.json()["count"] == 3 and r.json()["truncated"] is True
+
+
 def test_bad_queries_are_refused_before_anything_is_sent(api: httpx.Client) -> None:
     bad = [
         {"level": "STUDY", "filters": {"NotAKeyword": "x"}},
@@ -377,3 +383,37 @@ def test_retrieve_from_an_unreachable_node_fails_the_attempt(
     assert "refused or unreachable" in error
     assert attempts >= 1
     assert state in ("pending", "failed")  # retried with backoff
+
+
+# --- The web page ---------------------------------------------------------------------
+
+
+def test_query_retrieve_page_rules(peers: tuple[Archive, Orthanc], remote_studies: dict) -> None:
+    archive, _ = peers
+    assert archive.web_login("doc", PASSWORD).get("/query-retrieve/").status_code == 403
+    web = archive.web_login("north-tech", PASSWORD)
+    page = web.get("/query-retrieve/", params={"node": "orthanc", "patient_id": "RA1"})
+    assert page.status_code == 200
+    assert remote_studies["alpha"][0] in page.text
+    assert remote_studies["beta"][0] not in page.text
+    assert "ghost" not in page.text  # no facility: files into DEFAULT, not north-tech's
+    csrf = {"X-CSRFToken": web.cookies["csrftoken"], "Accept": "application/json"}
+    r = web.post(
+        "/query-retrieve/retrieve",
+        data={"node": "ghost", "study_instance_uid": "1.2.3"},
+        headers=csrf,
+    )
+    assert r.status_code == 403 and "DEFAULT" in r.json()["error"]
+    r = web.post(
+        "/query-retrieve/retrieve",
+        data={"node": "orthanc", "study_instance_uid": remote_studies["gamma"][0]},
+        headers=csrf,
+    )
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    wait_for_job(archive, job_id)
+    status = web.get(f"/query-retrieve/jobs/{job_id}").json()
+    assert status["state"] == "succeeded" and status["result"]["in_archive"] == 1
+    assert archive.web_login().get(f"/query-retrieve/jobs/{job_id}").status_code == 200
+    south = archive.web_login("south-tech", PASSWORD)
+    assert south.get(f"/query-retrieve/jobs/{job_id}").status_code == 404

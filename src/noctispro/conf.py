@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     dicom_accept_unknown: bool | None = None
     dicom_check_called_ae: bool = False
     query_case_insensitive_names: bool = True
+    # Query/retrieve of remote nodes (dimse/qr_scu.py): one deadline per C-FIND, a cap on
+    # its matches, and the longest wait for the next C-MOVE response.
+    remote_query_timeout: float = Field(default=30.0, gt=0)
+    remote_query_max_matches: int = Field(default=500, ge=1)
+    remote_move_timeout: float = Field(default=600.0, gt=0)
 
     # Health check.
     health_worker_max_age_seconds: float = 30.0

@@ -3,7 +3,7 @@ the AE titles of its senders; unknown senders go to the default facility)."""
 
 from __future__ import annotations
 
-from noctispro.accounts.models import Facility, FacilityAETitle, User
+from noctispro.accounts.models import Facility, FacilityAETitle, RemoteNode, User
 from noctispro.conf import get_settings
 from noctispro.core.ttlcache import TTLCache
 
@@ -11,16 +11,25 @@ _by_ae: TTLCache[Facility] = TTLCache(seconds=10.0)
 
 
 def facility_for_ae(calling_ae_title: str) -> Facility:
-    """The facility that owns a calling AE title, or the default facility (cached briefly)."""
+    """The facility that owns a calling AE title, else the facility of the remote node
+    with that AE title, else the default facility (cached briefly).
+
+    The node's facility matters for retrieves: what a node sends us in the C-STORE
+    sub-operations of a C-MOVE we asked for is filed under the facility it acts for.
+    (A node's facility never contradicts a sender mapping: `RemoteNode.clean`.)
+    """
     key = calling_ae_title.strip()
 
     def load() -> Facility:
-        mapping = (
-            FacilityAETitle.objects.select_related("facility").filter(ae_title=key).first()
-            if key
-            else None
-        )
-        return mapping.facility if mapping else default_facility()
+        if not key:
+            return default_facility()
+        mapping = FacilityAETitle.objects.select_related("facility").filter(ae_title=key).first()
+        if mapping is not None:
+            return mapping.facility
+        node = RemoteNode.objects.select_related("facility").filter(ae_title=key).first()
+        if node is not None and node.facility is not None:
+            return node.facility
+        return default_facility()
 
     return _by_ae.get(key, load)
 

@@ -100,3 +100,51 @@ class MultipleFileField(forms.FileField):
 
 class UploadForm(FacilityChoiceForm):
     dicom_files = MultipleFileField(label="DICOM files or zip archives")
+
+
+class RemoteQueryForm(forms.Form):
+    """A study-level C-FIND of a remote node, in the words of the identifier (PS3.4 C.6.2.1)."""
+
+    node = forms.ChoiceField(label="Node")
+    patient_name = forms.CharField(
+        label="Patient name", required=False, max_length=64, help_text="Wildcards: * and ?"
+    )
+    patient_id = forms.CharField(label="Patient ID", required=False, max_length=64)
+    accession_number = forms.CharField(label="Accession", required=False, max_length=16)
+    study_date_from = forms.DateField(
+        label="Study date from", required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    study_date_to = forms.DateField(
+        label="Study date to", required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    modality = forms.CharField(label="Modality", required=False, max_length=16)
+
+    def __init__(self, *args: Any, node_choices: list[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["node"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = node_choices
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        start, end = data.get("study_date_from"), data.get("study_date_to")
+        if start and end and start > end:
+            self.add_error("study_date_to", "The end date is before the start date.")
+        return data
+
+    def filters(self) -> dict[str, str]:
+        """The C-FIND filters: only the fields filled in (the rest are return keys)."""
+        data = self.cleaned_data
+        start, end = data.get("study_date_from"), data.get("study_date_to")
+        dates = ""
+        if start or end:
+            dates = f"{start:%Y%m%d}" if start else ""
+            dates = dates if start == end else f"{dates}-{end:%Y%m%d}" if end else f"{dates}-"
+        filters = {
+            "PatientName": data.get("patient_name", "").strip(),
+            "PatientID": data.get("patient_id", "").strip(),
+            "AccessionNumber": data.get("accession_number", "").strip(),
+            "StudyDate": dates,
+            "ModalitiesInStudy": data.get("modality", "").strip().upper(),
+        }
+        return {k: v for k, v in filters.items() if v}

@@ -8,5 +8,8 @@ urlpatterns = [
     path("studies/<str:study_uid>/", views.study_detail, name="study"),
     path("upload/", views.upload, name="upload"),
     path("orders/", views.orders, name="orders"),
+    path("query-retrieve/", views.query_retrieve, name="query-retrieve"),
+    path("query-retrieve/retrieve", views.retrieve_start, name="retrieve-start"),
+    path("query-retrieve/jobs/<int:job_id>", views.retrieve_status, name="retrieve-status"),
     path("instances/<str:sop_instance_uid>/file", views.instance_file, name="instance-file"),
 ]

@@ -1,4 +1,5 @@
-"""The web home page (study list), a study page, and upload — all scoped by facility."""
+"""The web home page (study list), a study page, upload, orders and query/retrieve of
+remote nodes — all scoped by facility."""
 
 from __future__ import annotations
 
@@ -14,17 +15,21 @@ from django.http import (
     JsonResponse,
 )
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from noctispro.accounts import nodes
 from noctispro.accounts.facilities import FacilityChoiceError, choose_facility, writable_facilities
 from noctispro.accounts.models import Facility, Role, User
 from noctispro.accounts.scoping import principal_for_user
+from noctispro.conf import get_settings
 from noctispro.core.bundles import FileResult, count_outcomes, store_file_or_zip
 from noctispro.core.ingest import Origin
+from noctispro.dimse import qr_scu, remote_qr
 from noctispro.index import selectors
+from noctispro.jobs.models import Job
 from noctispro.orders.services import NewOrder, OrderConflict, create_order, open_orders
 from noctispro.storage import get_blob_store
-from noctispro.web.worklist.forms import OrderForm, UploadForm, client_ip
+from noctispro.web.worklist.forms import OrderForm, RemoteQueryForm, UploadForm, client_ip
 
 UPLOAD_ROLES = {Role.ADMIN, Role.TECHNOLOGIST, Role.RADIOLOGIST}
 
@@ -183,3 +188,118 @@ def orders(request: HttpRequest) -> HttpResponse:
         "worklist/orders.html",
         {"form": form, "orders": rows, "no_facility": not facilities},
     )
+
+
+@login_required
+@require_GET
+def query_retrieve(request: HttpRequest) -> HttpResponse:
+    """Query a remote node at study level (C-FIND SCU) and offer a retrieve per study."""
+    user = _user(request)
+    if not remote_qr.may_query_remote(user):
+        return render(request, "worklist/query_retrieve.html", {"forbidden": True}, status=403)
+    usable = remote_qr.usable_nodes(user)
+    choices = [(n.name, f"{n.name} — {n.ae_title}@{n.host}:{n.port}") for n in usable]
+    asked = "node" in request.GET
+    form = RemoteQueryForm(request.GET if asked else None, node_choices=choices)
+    context: dict[str, object] = {
+        "form": form,
+        "no_nodes": not usable,
+        "our_ae": get_settings().ae_title,
+    }
+    if asked and form.is_valid():
+        name = form.cleaned_data["node"]
+        try:
+            query = qr_scu.RemoteQuery(level=qr_scu.Level.STUDY, filters=form.filters())
+            result = remote_qr.query_node(user, name, query)
+        except ValueError as exc:
+            context["error"] = str(exc)
+        except (nodes.UnknownNode, remote_qr.NotAllowed, remote_qr.NodeUnusable) as exc:
+            context["error"] = str(exc)
+        except qr_scu.RemoteError as exc:
+            context["error"] = _remote_problem(exc)
+        else:
+            matches = [
+                {**m, "modalities": _as_list(m.get("ModalitiesInStudy"))} for m in result.matches
+            ]
+            context.update(node=name, result=result, matches=matches)
+    return render(request, "worklist/query_retrieve.html", context)
+
+
+def _as_list(value: object) -> list[str]:
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def _remote_problem(exc: qr_scu.RemoteError) -> str:
+    lead = {
+        "unreachable": "The node cannot be reached",
+        "timeout": "The node did not answer in time",
+        "rejected": "The node refused",
+        "aborted": "The node broke off",
+        "failed": "The node answered with a failure",
+    }[exc.kind]
+    return f"{lead}: {exc.message}"
+
+
+@login_required
+@require_POST
+def retrieve_start(request: HttpRequest) -> HttpResponse:
+    """Start a retrieve job; JSON for the page's script, a redirect without it."""
+    user = _user(request)
+    wants_json = "application/json" in request.headers.get("Accept", "")
+    name = request.POST.get("node", "")
+    study_uid = request.POST.get("study_instance_uid", "").strip()
+    problem, status = "", 200
+    job: Job | None = None
+    if not study_uid or len(study_uid) > 64 or not all(c.isdigit() or c == "." for c in study_uid):
+        problem, status = "not a Study Instance UID", 400
+    else:
+        try:
+            job = remote_qr.start_retrieve(user, name, study_uid)
+        except nodes.UnknownNode as exc:
+            problem, status = str(exc), 404
+        except remote_qr.NotAllowed as exc:
+            problem, status = str(exc), 403
+        except remote_qr.NodeUnusable as exc:
+            problem, status = str(exc), 409
+    if wants_json:
+        if job is None:
+            return JsonResponse({"error": problem}, status=status)
+        return JsonResponse({"job_id": job.pk, "state": job.state}, status=202)
+    if job is None:
+        messages.error(request, f"Retrieve not started: {problem}")
+    else:
+        messages.success(request, f"Retrieve started (job {job.pk}).")
+    return redirect("worklist:query-retrieve")
+
+
+@login_required
+@require_GET
+def retrieve_status(request: HttpRequest, job_id: int) -> JsonResponse:
+    """A retrieve job's state, for the one who started it (and administrators)."""
+    user = _user(request)
+    job = Job.objects.filter(pk=job_id, kind=remote_qr.RETRIEVE_KIND).first()
+    is_admin = user.is_superuser or user.role == Role.ADMIN
+    if job is None or not (is_admin or job.payload.get("requested_by") == user.username):
+        raise Http404("No such retrieve")
+    return JsonResponse(
+        {
+            "job_id": job.pk,
+            "state": job.state,
+            "progress": job.progress,
+            "message": job.progress_message,
+            "result": job.result,
+            "error": _last_line(job.error) if job.is_finished or job.error else "",
+        }
+    )
+
+
+def _last_line(traceback_text: str) -> str:
+    """The message of the exception that ended a job attempt (tracebacks stay in the log)."""
+    lines = [line for line in traceback_text.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    last = lines[-1]
+    head, sep, message = last.partition(": ")
+    return message if sep and "." in head and " " not in head else last

@@ -26,7 +26,7 @@ from noctispro import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from noctispro.accounts.models import Operation
 from noctispro.conf import Settings
 from noctispro.core.ingest import InstanceRejected, Origin, encode_file_meta, store_instance
-from noctispro.dimse import access, fastpath, reactor, statuses, storefast
+from noctispro.dimse import access, fastpath, reactor, retrieve, statuses, storefast
 from noctispro.dimse.commitment import STORAGE_COMMITMENT_PUSH_MODEL, handle_n_action
 from noctispro.dimse.find import QR_FIND_MODELS, handle_find
 from noctispro.dimse.worklist import MODALITY_WORKLIST_FIND, handle_worklist_find
@@ -44,6 +44,7 @@ _config.LOG_RESPONSE_IDENTIFIERS = False
 # when nothing is logged at that level (0.3-0.8 ms per C-STORE here); we log ourselves.
 _config.LOG_HANDLER_LEVEL = "none"
 fastpath.install()
+retrieve.install()  # C-MOVE and C-GET are served by dimse.retrieve, not by handlers
 
 
 def _spool_file_meta(**fields: Any) -> dict[str, Any]:
@@ -236,6 +237,8 @@ def build_ae(settings: Settings) -> AE:
     # Role selection proposed by a requester is accepted as proposed: it stays the SCU,
     # we send the N-EVENT-REPORT as the SCP on its association (PS3.4 J.3.3).
     ae.add_supported_context(STORAGE_COMMITMENT_PUSH_MODEL, scu_role=True, scp_role=True)
+    for retrieve_model in retrieve.RETRIEVE_MODELS:
+        ae.add_supported_context(retrieve_model)
     return ae
 
 

@@ -216,20 +216,7 @@ def run_query(principal: Principal, query: Query) -> QueryResult:
         raise InvalidQuery("the study root information model has no PATIENT level")
     if query.offset < 0 or (query.limit is not None and query.limit < 0):
         raise InvalidQuery("limit and offset must not be negative")
-    options = matching.Options(
-        case_insensitive_names=query.case_insensitive_names, fuzzy=query.fuzzy
-    )
-    usable: list[tuple[Attribute, str]] = []
-    ignored: list[str] = []
-    for keyword, value in query.filters.items():
-        attr = ATTRIBUTES.get(keyword)
-        if keyword in NEVER_MATCHED or not value:
-            continue
-        if attr is None or not attr.matchable or not matching.can_match(attr.vr):
-            ignored.append(keyword)
-            continue
-        usable.append((attr, value))
-
+    options, usable, ignored = _filters(query)
     matching_rows = _base(principal, level).filter(
         _where(principal, level, usable, options, query.combined_date_time)
     )
@@ -243,6 +230,41 @@ def run_query(principal: Principal, query: Query) -> QueryResult:
     if query.offset or end is not None:
         rows = rows[query.offset : end]
     return QueryResult(rows, matching_rows, plan, tuple(ignored))
+
+
+def matching_instances(principal: Principal, query: Query) -> QuerySet[Instance]:
+    """The instances under every entity `query` matches, in series and instance order.
+
+    What a C-MOVE or C-GET retrieves (PS3.4 C.4.2.2, C.4.3.2: all composite instances
+    below the matched entities): the same filters and scoping as `run_query`, applied
+    relationally at the IMAGE level.
+    """
+    if Level(query.level) is Level.PATIENT and query.information_model != "patient":
+        raise InvalidQuery("the study root information model has no PATIENT level")
+    options, usable, _ = _filters(query)
+    return (
+        _base(principal, Level.IMAGE)
+        .filter(_where(principal, Level.IMAGE, usable, options, query.combined_date_time))
+        .order_by(*_ORDER[Level.IMAGE])
+    )
+
+
+def _filters(query: Query) -> tuple[matching.Options, list[tuple[Attribute, str]], list[str]]:
+    """Matching options, the filters the index can match, and the keywords it cannot."""
+    options = matching.Options(
+        case_insensitive_names=query.case_insensitive_names, fuzzy=query.fuzzy
+    )
+    usable: list[tuple[Attribute, str]] = []
+    ignored: list[str] = []
+    for keyword, value in query.filters.items():
+        attr = ATTRIBUTES.get(keyword)
+        if keyword in NEVER_MATCHED or not value:
+            continue
+        if attr is None or not attr.matchable or not matching.can_match(attr.vr):
+            ignored.append(keyword)
+            continue
+        usable.append((attr, value))
+    return options, usable, ignored
 
 
 def _base(principal: Principal, level: Level) -> QuerySet[Any]:

@@ -86,6 +86,10 @@ class FilesystemBlobStore:
         except FileNotFoundError:
             return
 
+    def local_path(self, key: str) -> Path:
+        """The blob's file, for senders that stream it from disk (the C-STORE SCU)."""
+        return self._path(key)
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 

@@ -12,7 +12,16 @@ from fastapi_offline import FastAPIOffline  # noqa: E402
 
 from noctispro import __version__  # noqa: E402
 from noctispro.api.limits import BodySizeLimit  # noqa: E402
-from noctispro.api.routers import auth, dicom, health, node_qr, nodes, orders  # noqa: E402
+from noctispro.api.routers import (  # noqa: E402
+    auth,
+    dicom,
+    health,
+    jobs,
+    node_qr,
+    node_send,
+    nodes,
+    orders,
+)
 
 
 def create_app() -> FastAPI:
@@ -36,6 +45,8 @@ def create_app() -> FastAPI:
     v1.include_router(dicom.router)
     v1.include_router(nodes.router)
     v1.include_router(node_qr.router)
+    v1.include_router(node_send.router)
+    v1.include_router(jobs.router)
     v1.include_router(orders.router)
     app.include_router(v1)
     if settings.cors_origins:

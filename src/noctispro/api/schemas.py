@@ -147,3 +147,31 @@ class Problem(BaseModel):
 
 
 DicomJson = dict[str, Any]
+
+
+class SendToNode(BaseModel):
+    study_instance_uid: str = Field(min_length=1, max_length=64)
+    series_instance_uid: str | None = Field(
+        None, max_length=64, description="Only this series of the study"
+    )
+
+
+class JobAccepted(BaseModel):
+    job_id: int
+    state: str
+    location: str = Field(description="Where to follow the job: GET it")
+
+
+class JobStatus(BaseModel):
+    id: int
+    kind: str
+    state: Literal["pending", "running", "succeeded", "failed", "cancelled"]
+    progress: float = Field(description="0..1")
+    progress_message: str
+    result: Any = Field(None, description="What the job returned, once it succeeded")
+    error: str = Field("", description="Why the last attempt failed")
+    attempts: int
+    max_attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None

@@ -29,8 +29,12 @@ def enqueue(
     *,
     max_attempts: int = 3,
     delay_seconds: float = 0,
+    created_by: Any = None,
 ) -> Job:
-    """Create a pending job now and dispatch it when the current transaction commits."""
+    """Create a pending job now and dispatch it when the current transaction commits.
+
+    `created_by`: the user who asked for it, so they (and admins) can follow it.
+    """
     spec = lookup(kind)
     payload = {} if payload is None else payload
     if not isinstance(payload, dict):
@@ -51,6 +55,7 @@ def enqueue(
         payload=payload,
         max_attempts=max_attempts,
         run_after=timezone.now() + timedelta(seconds=delay_seconds),
+        created_by=created_by,
     )
     job_id = row.pk
     transaction.on_commit(lambda: dispatch(job_id, delay_seconds), using=using)

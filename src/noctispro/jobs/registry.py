@@ -15,7 +15,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 # Every module that defines job kinds. Add yours here, not in the worker.
-TASK_MODULES: list[str] = ["noctispro.index.tasks", "noctispro.dimse.remote_qr"]
+TASK_MODULES: list[str] = [
+    "noctispro.index.tasks",
+    "noctispro.dimse.remote_qr",
+    "noctispro.dimse.tasks",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -15,18 +15,22 @@ from django.http import (
     JsonResponse,
 )
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from noctispro.accounts import nodes
 from noctispro.accounts.facilities import FacilityChoiceError, choose_facility, writable_facilities
 from noctispro.accounts.models import Facility, Role, User
+from noctispro.accounts.nodes import list_nodes
 from noctispro.accounts.scoping import principal_for_user
 from noctispro.conf import get_settings
 from noctispro.core.bundles import FileResult, count_outcomes, store_file_or_zip
 from noctispro.core.ingest import Origin
 from noctispro.dimse import qr_scu, remote_qr
+from noctispro.dimse.tasks import SendRefused, SendRequest, may_send, start_send
 from noctispro.index import selectors
 from noctispro.jobs.models import Job
+from noctispro.jobs.selectors import job_status, visible_job
 from noctispro.orders.services import NewOrder, OrderConflict, create_order, open_orders
 from noctispro.storage import get_blob_store
 from noctispro.web.worklist.forms import OrderForm, RemoteQueryForm, UploadForm, client_ip
@@ -69,7 +73,49 @@ def study_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
     study = selectors.study_tree(principal_for_user(_user(request)), study_uid)
     if study is None:
         raise Http404("No such study")
-    return render(request, "worklist/study_detail.html", {"study": study})
+    user = _user(request)
+    return render(
+        request,
+        "worklist/study_detail.html",
+        {
+            "study": study,
+            "nodes": list(list_nodes()) if may_send(user) else [],
+            "job_id": request.GET.get("job", "") if request.GET.get("job", "").isdigit() else "",
+        },
+    )
+
+
+@login_required
+@require_http_methods(["POST"])
+def send_study(request: HttpRequest, study_uid: str) -> HttpResponse:
+    """ "Send to…": start a send_to_node job, back to the study page that follows it."""
+    try:
+        row = start_send(
+            _user(request),
+            SendRequest(
+                node=request.POST.get("node", ""),
+                study_instance_uid=study_uid,
+                series_instance_uid=request.POST.get("series") or None,
+            ),
+        )
+    except SendRefused as exc:
+        if exc.reason == "forbidden":
+            return HttpResponse(str(exc), status=403)
+        if str(exc) == "no such study":
+            raise Http404("No such study") from exc
+        messages.error(request, str(exc))
+        return redirect("worklist:study", study_uid=study_uid)
+    messages.info(request, f"Sending to {request.POST.get('node')}: job {row.pk}.")
+    return redirect(f"{reverse('worklist:study', args=[study_uid])}?job={row.pk}")
+
+
+@login_required
+def job_detail(request: HttpRequest, job_id: int) -> JsonResponse:
+    """A job's status for the page that polls it (same shape as GET /api/v1/jobs/{id})."""
+    row = visible_job(_user(request), job_id)
+    if row is None:
+        raise Http404("No such job")
+    return JsonResponse(job_status(row))
 
 
 @login_required

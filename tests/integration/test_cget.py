@@ -11,7 +11,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
-from pynetdicom import AE, build_role, evt
+from pynetdicom import AE, _config, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     MRImageStorage,
     StudyRootQueryRetrieveInformationModelGet,
@@ -52,6 +52,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         archive.start("dicom")
         yield Setup(archive, plain, mixed)
         archive.assert_consistent()
+
+
+@pytest.fixture(autouse=True)
+def received_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pynetdicom SCU below reads `event.request.DataSet`; importing our server in this
+    process (unit tests do) switches pynetdicom to receiving into spool files."""
+    monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", False)
 
 
 def test_getscu_study_byte_identical(setup: Setup, tmp_path: Path) -> None:

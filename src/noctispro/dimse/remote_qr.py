@@ -125,7 +125,7 @@ def start_retrieve(
         "requested_by": user.username,
     }
     with transaction.atomic():
-        return enqueue(RETRIEVE_KIND, payload)
+        return enqueue(RETRIEVE_KIND, payload, created_by=user)
 
 
 @job(RETRIEVE_KIND)

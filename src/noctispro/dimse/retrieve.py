@@ -351,17 +351,24 @@ def _failed_list(report: store_scu.SendReport, *, always: bool = False) -> Datas
 
 
 def install() -> None:
-    """Serve the C-MOVE and C-GET SOP classes with `RetrieveServiceClass`.
+    """Serve the C-MOVE and C-GET SOP classes of our SCP with `RetrieveServiceClass`.
 
     pynetdicom picks a service class per request with `uid_to_service_class`
     (association.py, `_serve_request`); the Q/R classes are looked up before any
-    registered UID, so the lookup itself is wrapped, for these four UIDs only.
+    registered UID, so the lookup itself is wrapped, for these four UIDs and only for
+    associations of an AE that says `serves_retrieve` (our PacsAE): any other pynetdicom
+    AE in the process keeps pynetdicom's service and its EVT_C_MOVE/EVT_C_GET handlers.
     """
     lookup = pynetdicom_sop_class.uid_to_service_class
 
-    def service_class_for(uid: str) -> type[ServiceClass]:
+    def for_association(assoc: Any) -> ServiceClass:
+        if getattr(assoc.ae, "serves_retrieve", False):
+            return RetrieveServiceClass(assoc)
+        return QueryRetrieveServiceClass(assoc)
+
+    def service_class_for(uid: str) -> Any:
         if uid in RETRIEVE_MODELS:
-            return RetrieveServiceClass
+            return for_association
         return lookup(uid)
 
     pynetdicom_association.uid_to_service_class = service_class_for

@@ -206,6 +206,8 @@ class PacsAE(AE):
     """An AE whose list of accepted calling AE titles is read when a peer associates."""
 
     accept_unknown = True
+    #: Its C-MOVE and C-GET are served by dimse.retrieve (`retrieve.install`).
+    serves_retrieve = True
 
     @property
     def require_calling_aet(self) -> list[str]:

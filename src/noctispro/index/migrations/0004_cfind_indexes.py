@@ -7,7 +7,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0002_remotenode'),
-        ('index', '0003_query_search_columns'),
+        ('index', '0004_storage_commitment'),
     ]
 
     operations = [

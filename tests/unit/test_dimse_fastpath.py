@@ -1,13 +1,20 @@
-"""The hand-encoded C-STORE-RSP must be byte-identical to what pynetdicom encodes."""
+"""The hand-encoded C-STORE-RSP and C-FIND-RSP must be byte-identical to pynetdicom's."""
 
 from __future__ import annotations
 
+from io import BytesIO
+
 import pytest
-from pynetdicom.dimse_messages import C_STORE_RSP
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_messages import C_FIND_RSP, C_STORE_RSP
+from pynetdicom.dimse_primitives import C_FIND, C_STORE
 from pynetdicom.dsutils import encode
 
-from noctispro.dimse.fastpath import DirectCStoreRsp, encode_c_store_rsp
+from noctispro.dimse.fastpath import (
+    DirectCFindRsp,
+    DirectCStoreRsp,
+    encode_c_find_rsp,
+    encode_c_store_rsp,
+)
 
 
 def _primitive(**fields) -> C_STORE:
@@ -45,3 +52,70 @@ def test_message_is_one_last_command_fragment() -> None:
     ((context_id, value),) = pdata.presentation_data_value_list
     assert context_id == 3 and value[:1] == b"\x03"
     assert type(message).__name__ == "C_STORE_RSP"
+
+
+def _find_rsp(status: int, identifier: bytes | None = None, **fields) -> C_FIND:
+    rsp = C_FIND()
+    rsp.MessageIDBeingRespondedTo = 9
+    rsp.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.1"
+    rsp.Status = status
+    rsp.Identifier = BytesIO(identifier) if identifier is not None else None
+    for name, value in fields.items():
+        setattr(rsp, name, value)
+    return rsp
+
+
+@pytest.mark.parametrize(
+    ("status", "identifier", "fields"),
+    [
+        (0xFF00, b"\x08\x00\x52\x00\x06\x00STUDY ", {}),
+        (0x0000, None, {}),
+        (0xA900, None, {"ErrorComment": "PatientName is above the SERIES level"}),
+        (0xC000, None, {"OffendingElement": [0x00100010]}),
+    ],
+)
+def test_c_find_rsp_matches_pynetdicoms_encoding(status, identifier, fields) -> None:
+    primitive = _find_rsp(status, identifier, **fields)
+    reference = C_FIND_RSP()
+    reference.primitive_to_message(primitive)
+    data_set_type = 0x0001 if identifier else 0x0101
+    assert encode_c_find_rsp(primitive, data_set_type) == encode(reference.command_set, True, True)
+
+
+def _reassemble(pdatas) -> tuple[bytes, bytes, list[int]]:
+    command, data, pdus = b"", b"", []
+    for pdata in pdatas:
+        size = 0
+        for _, value in pdata.presentation_data_value_list:
+            size += 4 + 1 + len(value)
+            if value[0] & 1:
+                command += value[1:]
+            else:
+                data += value[1:]
+        pdus.append(size)
+    return command, data, pdus
+
+
+def test_c_find_rsp_and_small_identifier_share_one_pdu() -> None:
+    message = DirectCFindRsp()
+    message.primitive_to_message(_find_rsp(0xFF00, b"\x10\x00\x10\x00\x04\x00DOE^"))
+    pdatas = list(message.encode_msg(1, 16384))
+    assert len(pdatas) == 1
+    values = [v for _, v in pdatas[0].presentation_data_value_list]
+    assert [v[0] for v in values] == [0x03, 0x02]  # last command, then last data fragment
+    assert values[1][1:] == b"\x10\x00\x10\x00\x04\x00DOE^"
+
+
+def test_large_identifier_is_fragmented_within_the_peers_pdu_size() -> None:
+    identifier = bytes(range(256)) * 40  # 10,240 bytes
+    message = DirectCFindRsp()
+    message.primitive_to_message(_find_rsp(0xFF00, identifier))
+    pdatas = list(message.encode_msg(1, 4096))
+    command, data, pdus = _reassemble(pdatas)
+    assert data == identifier
+    assert max(pdus) <= 4096
+    flags = [v[0] for p in pdatas for _, v in p.presentation_data_value_list]
+    assert flags[0] == 0x03 and flags[-1] == 0x02 and set(flags[1:-1]) <= {0x00}
+    reference = C_FIND_RSP()
+    reference.primitive_to_message(_find_rsp(0xFF00, identifier))
+    assert command == encode(reference.command_set, True, True)

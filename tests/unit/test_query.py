@@ -14,13 +14,20 @@ from types import SimpleNamespace
 import pydicom.data
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.filereader import read_dataset
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
 
 from noctispro.accounts.facilities import forget_cached_facilities
 from noctispro.accounts.models import Facility
 from noctispro.accounts.scoping import NOBODY, Principal
 from noctispro.accounts.services import add_facility
 from noctispro.core.ingest import Origin, store_instance
+from noctispro.dimse.fastpath import EncodedIdentifier
 from noctispro.dimse.find import STUDY_ROOT_FIND, handle_find
 from noctispro.index.matching import glob_pattern, like_pattern, person_name_key
 from noctispro.index.models import Patient, Study
@@ -548,16 +555,29 @@ def test_limit_offset_and_count(django_assert_num_queries):
 # --- the C-FIND handler on top ---------------------------------------------------------------
 
 
-def _find_event(identifier: Dataset, sop_class: str = STUDY_ROOT_FIND) -> SimpleNamespace:
+def _find_event(
+    identifier: Dataset, sop_class: str = STUDY_ROOT_FIND, syntax: str = ImplicitVRLittleEndian
+) -> SimpleNamespace:
     return SimpleNamespace(
         request=SimpleNamespace(AffectedSOPClassUID=sop_class),
         assoc=SimpleNamespace(requestor=SimpleNamespace(ae_title="MODALITY1")),
+        context=SimpleNamespace(transfer_syntax=syntax),
         identifier=identifier,
         is_cancelled=False,
     )
 
 
-def test_find_handler_answers_the_asked_keys_and_honours_cancel():
+def _decoded(ds: Dataset) -> Dataset:
+    """A response identifier as the peer reads it (the little endian ones come encoded)."""
+    if isinstance(ds, EncodedIdentifier):
+        return read_dataset(io.BytesIO(ds.encoded), ds.implicit_vr, True)
+    return ds
+
+
+@pytest.mark.parametrize(
+    "syntax", [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian]
+)
+def test_find_handler_answers_the_asked_keys_and_honours_cancel(syntax):
     for _ in range(3):
         ct()
     identifier = Dataset()
@@ -565,10 +585,12 @@ def test_find_handler_answers_the_asked_keys_and_honours_cancel():
     identifier.PatientName = "doe*"
     identifier.StudyInstanceUID = ""
     identifier.PatientAge = ""
-    event = _find_event(identifier)
+    event = _find_event(identifier, syntax=syntax)
     responses = handle_find(event)  # type: ignore[arg-type]
     status, first = next(responses)
     assert status == 0xFF00
+    assert isinstance(first, EncodedIdentifier) == (syntax != ExplicitVRBigEndian)
+    first = _decoded(first)
     assert {e.keyword for e in first} == {
         "QueryRetrieveLevel",
         "RetrieveAETitle",

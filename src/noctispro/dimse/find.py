@@ -16,11 +16,17 @@ Character sets: request values are decoded with the identifier's Specific Charac
 (the index holds unicode). Responses use the request's character set when it is a single
 one that can encode every value, else ISO_IR 192 (UTF-8); all-ASCII responses carry
 none ("shall not be included otherwise", C.4.1.1.3.2).
+
+Speed: on the little endian transfer syntaxes a match is encoded straight to bytes
+(`ResponseEncoder`), not built as a pydicom Dataset and written by pydicom
+(about 1 ms per match here, most of a C-FIND's time once the index answers in tens of
+milliseconds); anything it does not handle falls back to the Dataset.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +39,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pydicom.valuerep import PersonName
 from pydicom.values import convert_PN, convert_text, convert_value
 from pynetdicom import evt
@@ -41,6 +48,7 @@ from noctispro.accounts.models import Operation
 from noctispro.accounts.scoping import principal_for_ae
 from noctispro.conf import get_settings
 from noctispro.dimse import access, statuses
+from noctispro.dimse.fastpath import EncodedIdentifier
 from noctispro.index.query import (
     DEPTH,
     UNIQUE_KEYS,
@@ -126,6 +134,12 @@ def handle_find(event: evt.Event) -> Iterator[Response]:
         yield _failure(UNABLE_TO_PROCESS, "the identifier cannot be decoded")
         return
     ae_title = get_settings().ae_title
+    implicit_vr = DIRECT_SYNTAXES.get(str(event.context.transfer_syntax))
+    encoder = (
+        None
+        if implicit_vr is None
+        else ResponseEncoder(keys, query.level, ae_title, terms, implicit_vr)
+    )
     count = 0
     try:
         result = run_query(principal_for_ae(calling), query)
@@ -136,7 +150,7 @@ def handle_find(event: evt.Event) -> Iterator[Response]:
                 yield CANCEL, None
                 return
             count += 1
-            yield PENDING, response_identifier(keys, match, query.level, ae_title, terms)
+            yield PENDING, response(encoder, keys, match, query.level, ae_title, terms)
     except InvalidQuery as exc:
         yield _failure(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc))
         return
@@ -220,6 +234,22 @@ def build_query(model: Model, levels: tuple[Level, ...], keys: list[Key]) -> Que
     )
 
 
+def response(
+    encoder: ResponseEncoder | None,
+    keys: list[Key],
+    match: dict[str, object],
+    level: Level,
+    ae_title: str,
+    terms: list[str],
+) -> Dataset:
+    """The response identifier, encoded directly when the transfer syntax allows."""
+    if encoder is not None:
+        encoded = encoder.encode(match)
+        if encoded is not None:
+            return EncodedIdentifier(encoded, implicit_vr=encoder.implicit_vr)
+    return response_identifier(keys, match, level, ae_title, terms)
+
+
 def response_identifier(
     keys: list[Key], match: dict[str, object], level: Level, ae_title: str, terms: list[str]
 ) -> Dataset:
@@ -249,6 +279,166 @@ def response_identifier(
     if charset:
         ds.SpecificCharacterSet = charset
     return ds
+
+
+def encode_response_identifier(
+    keys: list[Key],
+    match: dict[str, object],
+    level: Level,
+    ae_title: str,
+    terms: list[str],
+    implicit_vr: bool,
+) -> bytes | None:
+    """`response_identifier` as bytes; see ResponseEncoder."""
+    return ResponseEncoder(keys, level, ae_title, terms, implicit_vr).encode(match)
+
+
+class ResponseEncoder:
+    """Writes `response_identifier` as bytes in (implicit or explicit VR) little endian.
+
+    The same elements and values as the Dataset, written as pydicom writes them (PS3.5
+    7.1: ascending tags, even lengths, UI padded with NUL, other text with a space).
+    The element layout is worked out once per query; `encode` returns None for a value
+    of a kind it leaves to pydicom (then the Dataset is used).
+    """
+
+    def __init__(
+        self, keys: list[Key], level: Level, ae_title: str, terms: list[str], implicit_vr: bool
+    ) -> None:
+        self.implicit_vr = implicit_vr
+        self.terms = terms
+        # tag -> (VR, constant value, match keyword or None)
+        items: dict[int, tuple[str, Any, str | None]] = {}
+        for key in keys:
+            if key.tag == QUERY_RETRIEVE_LEVEL:
+                items[int(key.tag)] = (key.vr, str(level), None)
+            elif key.is_sequence:
+                items[int(key.tag)] = (key.vr, None, None)
+            elif key.tag == RETRIEVE_AE_TITLE:
+                items[int(key.tag)] = (key.vr, ae_title, None)
+            elif key.tag == INSTANCE_AVAILABILITY:
+                items[int(key.tag)] = (key.vr, "ONLINE", None)
+            else:
+                items[int(key.tag)] = (key.vr, None, key.keyword or None)
+        items[QUERY_RETRIEVE_LEVEL] = ("CS", str(level), None)
+        items[RETRIEVE_AE_TITLE] = ("AE", ae_title, None)
+        self.valid = True
+        self.layout: list[tuple[bytes, str, Any, str | None]] = []
+        self.charset_at = 0
+        for tag in sorted(items):
+            vr, constant, keyword = items[tag]
+            prefix = _element_prefix(tag, vr, implicit_vr)
+            if prefix is None:
+                self.valid = False
+                return
+            if tag < SPECIFIC_CHARACTER_SET:
+                self.charset_at += 1
+            self.layout.append((prefix, vr, constant, keyword))
+        self.constant_texts = [c for _, _, c, _ in self.layout if isinstance(c, str)]
+
+    def encode(self, match: dict[str, object]) -> bytes | None:
+        if not self.valid:
+            return None
+        values = [match.get(kw) if kw else constant for _, _, constant, kw in self.layout]
+        codec = "ascii"
+        charset = None
+        if not all(_ascii(v) for v in values):
+            texts = list(self.constant_texts)
+            for v in values:
+                if isinstance(v, str):
+                    texts.append(v)
+                elif isinstance(v, list):
+                    texts.extend(v)
+            charset = response_charset(texts, self.terms)
+            if charset:
+                codec = python_encoding.get(charset, "ascii")
+        out = []
+        for i, ((prefix, vr, _, _), value) in enumerate(zip(self.layout, values, strict=True)):
+            if i == self.charset_at and charset:
+                out.append(_charset_element(charset, self.implicit_vr))
+            raw = _value_bytes(vr, value, codec)
+            if raw is None:
+                return None
+            length = len(raw)
+            if self.implicit_vr or vr in LONG_LENGTH_VRS:
+                out.append(prefix + struct.pack("<I", length))
+            elif length > 0xFFFF:
+                return None
+            else:
+                out.append(prefix + struct.pack("<H", length))
+            out.append(raw)
+        if charset and self.charset_at == len(self.layout):
+            out.append(_charset_element(charset, self.implicit_vr))
+        return b"".join(out)
+
+
+def _ascii(value: object) -> bool:
+    if isinstance(value, str):
+        return value.isascii()
+    if isinstance(value, list):
+        return all(not isinstance(v, str) or v.isascii() for v in value)
+    return True
+
+
+def _charset_element(charset: str, implicit_vr: bool) -> bytes:
+    raw = _value_bytes("CS", charset, "ascii") or b""
+    prefix = _element_prefix(SPECIFIC_CHARACTER_SET, "CS", implicit_vr) or b""
+    return prefix + struct.pack("<I" if implicit_vr else "<H", len(raw)) + raw
+
+
+DIRECT_SYNTAXES: dict[str, bool] = {ImplicitVRLittleEndian: True, ExplicitVRLittleEndian: False}
+# Explicit VR with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
+LONG_LENGTH_VRS = frozenset(
+    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
+)
+PACKED = {"US": "<H", "SS": "<h", "UL": "<I", "SL": "<i", "UV": "<Q", "SV": "<q"}
+# Text VRs whose values are written in the Specific Character Set; the rest are ASCII.
+CHARSET_VRS = frozenset({"PN", "SH", "LO", "ST", "LT", "UT", "UC"})
+
+
+def _value_bytes(vr: str, value: Any, codec: str) -> bytes | None:
+    kind = type(value)
+    if kind is str:
+        if not value:
+            return b""
+        if vr in PACKED:
+            return None
+        text = value
+    elif value is None:
+        return b""
+    elif vr in PACKED:
+        values = value if kind is list else [value]
+        if not all(type(v) is int for v in values):
+            return None
+        try:
+            return b"".join(struct.pack(PACKED[vr], v) for v in values)
+        except struct.error:
+            return None
+    elif kind is int:
+        text = str(value)
+    elif kind is list and all(type(v) in (str, int) for v in value):
+        text = "\\".join(str(v) for v in value)
+    else:
+        return None
+    try:
+        raw = text.encode(codec if vr in CHARSET_VRS else "ascii")
+    except UnicodeEncodeError:
+        return None
+    if len(raw) % 2:
+        raw += b"\x00" if vr == "UI" else b" "
+    return raw
+
+
+def _element_prefix(tag: int, vr: str, implicit_vr: bool) -> bytes | None:
+    """Tag (and VR) of an element header, without its length (PS3.5 7.1.2, 7.1.3)."""
+    group, element = tag >> 16, tag & 0xFFFF
+    if implicit_vr:
+        return struct.pack("<HH", group, element)
+    if len(vr) != 2 or not vr.isascii():
+        return None
+    if vr in LONG_LENGTH_VRS:
+        return struct.pack("<HH2s2x", group, element, vr.encode("ascii"))
+    return struct.pack("<HH2s", group, element, vr.encode("ascii"))
 
 
 def response_charset(texts: list[str], terms: list[str]) -> str | None:

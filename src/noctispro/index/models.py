@@ -100,6 +100,10 @@ class Study(models.Model):
             ),
             models.Index(fields=["modalities_in_study"], name="study_modalities_idx"),
             models.Index(fields=["is_stable", "last_received_at"], name="study_stable_idx"),
+            # A patient's visible studies (patient-level C-FIND counts and character
+            # set): both equalities in one index, so SQLite without statistics does not
+            # walk every study of the facility per patient instead (2.5 s at 20,000).
+            models.Index(fields=["patient_record", "facility"], name="study_patient_fac_idx"),
         ]
 
     def __str__(self) -> str:

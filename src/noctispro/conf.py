@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     # Health check.
     health_worker_max_age_seconds: float = 30.0
 
+    # Imaging (imaging/): decode bounds, rendering, decoded-frame cache.
+    imaging_max_frame_bytes: int = Field(default=256 * MiB, ge=1)
+    imaging_max_pixel_bytes: int = Field(default=4 * GiB, ge=1)
+    imaging_cache_bytes: int = Field(default=512 * MiB, ge=0)
+    imaging_jpeg_quality: int = Field(default=90, ge=1, le=100)
+
     @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:

@@ -135,7 +135,7 @@ def cached_info(
     key = source_key(src, cache_key)
     if key is None:
         return read_info(src, limits)
-    cache = cache or get_frame_cache()
+    cache = get_frame_cache() if cache is None else cache
     return cache.get_or_load(
         ("info", key), lambda: read_info(src, limits), lambda i: i.header_bytes + INFO_OVERHEAD
     )
@@ -161,5 +161,5 @@ def cached_frame(
 
     if key is None:
         return info, load()
-    cache = cache or get_frame_cache()
+    cache = get_frame_cache() if cache is None else cache
     return info, cache.get_or_load(("frame", key, index, raw), load, lambda f: f.nbytes)

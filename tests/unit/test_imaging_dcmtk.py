@@ -120,6 +120,9 @@ def test_comparison_can_fail(tmp_path: Path) -> None:
         "SC_ybr_full_uncompressed.dcm",  # YBR_FULL
         "SC_ybr_full_422_uncompressed.dcm",  # YBR_FULL_422
         "SC_rgb_jpeg_dcmtk.dcm",  # JPEG baseline, YBR_FULL
+        "SC_rgb_dcmtk_+eb+cy+np.dcm",  # JPEG baseline, YBR_FULL_422
+        "color3d_jpeg_baseline.dcm",  # 120 frames, YBR_FULL_422
+        "color-pl.dcm",  # planar configuration 1
         "OBXXXX1A.dcm",  # PALETTE COLOR
         "examples_palette.dcm",
     ],

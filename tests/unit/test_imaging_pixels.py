@@ -304,3 +304,49 @@ def test_rle_and_jpeg_baseline_generated(tmp_path: Path) -> None:
     path = _save(ds, tmp_path)
     np.testing.assert_array_equal(read_frame(path, 0, limits=LIMITS).pixels, arr)
     assert JPEGBaseline8Bit.is_encapsulated
+
+
+def test_huge_private_value_in_the_header_is_not_read(tmp_path: Path) -> None:
+    """A 40 MB private OB before the pixels is skipped, not loaded with the header."""
+    arr = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
+    ds = _image(64, 64, 1, arr.tobytes())
+    ds.add_new(0x00091010, "LO", "PRIVATE")
+    ds.add_new(0x00091110, "OB", b"\0" * (40 << 20))
+    path = _save(ds, tmp_path)
+    tracemalloc.start()
+    try:
+        frame = read_frame(path, 0, limits=LIMITS)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(frame.pixels, arr)
+    assert peak < 16 << 20, f"peak allocation {peak} bytes"
+
+
+def test_instance_from_the_blob_store_renders(tmp_path: Path) -> None:
+    """The way WADO-RS will call it: an opener over the blob store, keyed by storage key."""
+    from noctispro.imaging.cache import FrameCache
+    from noctispro.storage import get_blob_store
+
+    store = get_blob_store()
+    source = Path(pydicom.data.get_testdata_file("MR_small_RLE.dcm"))
+    key = store.put([source.read_bytes()])
+    try:
+        cache = FrameCache(1 << 24)
+        body = render(lambda: store.open(key), 0, cache_key=key, cache=cache)
+        assert Image.open(io.BytesIO(body)).size == (64, 64)
+        assert ("frame", ("key", key), 0, False) in cache
+    finally:
+        store.delete(key)
+
+
+def test_jpeg_2000_colour_transforms_come_back_as_rgb() -> None:
+    """YBR_RCT (reversible) equals the uncompressed RGB; YBR_ICT differs only by loss."""
+    data = Path(data_store.__file__).parent / "data"
+    original = read_frame(data / "US1_UNCR.dcm", 0).pixels.astype(int)
+    reversible = read_frame(data / "US1_J2KR.dcm", 0)
+    irreversible = read_frame(data / "US1_J2KI.dcm", 0)
+    assert reversible.photometric_interpretation == "RGB"
+    np.testing.assert_array_equal(reversible.pixels, original)
+    assert irreversible.photometric_interpretation == "RGB"
+    assert np.abs(irreversible.pixels.astype(int) - original).mean() < 3

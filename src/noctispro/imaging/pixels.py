@@ -104,6 +104,7 @@ SUPPORTED_PHOTOMETRIC = frozenset(
         "PALETTE COLOR",
     }
 )
+HEADER_VALUE_CAP = 16 * 1024 * 1024
 # Room for the header of a deflated data set on top of its pixels.
 DEFLATED_HEADER_SLACK = 64 * 1024 * 1024
 
@@ -285,7 +286,9 @@ def _read_info(f: BinaryIO, limits: Limits) -> ImageInfo:
     else:
         f.seek(0)
         try:
-            ds = dcmread(f, stop_before_pixels=True)
+            # Values over 16 MB before the pixels (private blobs) are not read: no header
+            # value the pipeline needs is that large, and reading one costs memory.
+            ds = dcmread(f, stop_before_pixels=True, defer_size=HEADER_VALUE_CAP)
         except Exception as exc:
             raise CorruptPixelData(f"the header could not be parsed: {exc}") from exc
     position = body.tell()

@@ -212,3 +212,23 @@ def test_jpeg_quality_changes_the_output() -> None:
     assert len(low) < len(high)
     with pytest.raises(InvalidRenderParameter):
         render(path, quality=0, cache=cache)
+
+
+def test_large_unsigned_values_use_an_offset_table() -> None:
+    """32-bit values near 4e9 with a small range: no table from zero (no huge allocation)."""
+    pixels = np.array([[4_000_000_000, 4_000_000_100]], dtype=np.uint32)
+    out = to_gray8(pixels, display_transform(Dataset()))
+    assert out.tolist() == [[0, 255]]
+
+
+def test_lut_data_as_ow_bytes_in_either_byte_order() -> None:
+    from noctispro.imaging.lut import LookupTable
+
+    values = np.array([0, 1000, 4095], dtype=np.uint16)
+    for little, dtype in ((True, "<u2"), (False, ">u2")):
+        item = Dataset()
+        item.LUTDescriptor = [3, 0, 12]
+        item.add_new(0x00283006, "OW", values.astype(dtype).tobytes())
+        lut = LookupTable.from_item(item, little_endian=little)
+        assert lut is not None
+        assert lut.apply(np.array([0, 1, 2, 9])).tolist() == [0, 1000, 4095, 4095]

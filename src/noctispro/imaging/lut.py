@@ -104,7 +104,7 @@ class LookupTable:
     data: np.ndarray
 
     @classmethod
-    def from_item(cls, item: Dataset) -> LookupTable | None:
+    def from_item(cls, item: Dataset, little_endian: bool = True) -> LookupTable | None:
         descriptor = item.get("LUTDescriptor")
         if descriptor is None or "LUTData" not in item or len(descriptor) != 3:
             return None
@@ -112,7 +112,9 @@ class LookupTable:
         entries = entries or 65536  # PS3.3 C.11.1.1.1: 0 means 2^16
         raw = item["LUTData"].value
         if isinstance(raw, bytes | bytearray):
-            dtype = "<u2" if bits > 8 or len(raw) >= 2 * entries else "u1"
+            # OW LUT Data comes as bytes in the data set's byte order.
+            word = "<u2" if little_endian else ">u2"
+            dtype = word if bits > 8 or len(raw) >= 2 * entries else "u1"
             data = np.frombuffer(raw, dtype=dtype)
         else:
             data = np.asarray(list(raw) if not isinstance(raw, int) else [raw])
@@ -209,6 +211,8 @@ def _windows(item: Dataset) -> tuple[Window, ...]:
 def display_transform(ds: Dataset, index: int = 0) -> DisplayTransform:
     """Collect the Modality LUT, VOI and presentation of frame `index` from `ds`."""
     groups = _frame_groups(ds, index)
+    # None (a data set built in memory) counts as little endian.
+    little_endian = getattr(ds, "original_encoding", (False, True))[1] is not False
 
     slope, intercept = 1.0, 0.0
     source: Dataset = ds
@@ -226,7 +230,9 @@ def display_transform(ds: Dataset, index: int = 0) -> DisplayTransform:
     if intercepts:
         intercept = intercepts[0]
     modality_item = _first(ds, "ModalityLUTSequence")
-    modality_lut = LookupTable.from_item(modality_item) if modality_item is not None else None
+    modality_lut = (
+        LookupTable.from_item(modality_item, little_endian) if modality_item is not None else None
+    )
 
     windows: tuple[Window, ...] = ()
     for group in groups:
@@ -236,7 +242,9 @@ def display_transform(ds: Dataset, index: int = 0) -> DisplayTransform:
     if not windows:
         windows = _windows(ds)
     voi_luts = tuple(
-        lut for item in ds.get("VOILUTSequence") or [] if (lut := LookupTable.from_item(item))
+        lut
+        for item in ds.get("VOILUTSequence") or []
+        if (lut := LookupTable.from_item(item, little_endian))
     )
 
     photometric = str(ds.get("PhotometricInterpretation") or "").strip()
@@ -257,7 +265,7 @@ def to_gray8(pixels: np.ndarray, t: DisplayTransform, window: Window | None = No
         lo, hi = int(pixels.min()), int(pixels.max())
         if hi - lo < MAX_TABLE_ENTRIES:
             table = _pipeline(np.arange(lo, hi + 1, dtype=np.int64), t, window)
-            if lo >= 0:
+            if 0 <= lo < MAX_TABLE_ENTRIES:  # index by the stored value itself: no subtraction
                 return np.take(np.concatenate([np.zeros(lo, np.uint8), table]), pixels)
             return np.take(table, pixels.astype(np.int64) - lo)
     return _pipeline(pixels, t, window)

@@ -255,7 +255,9 @@ def read_frame(
 def stored_frame(src: Source, index: int, *, info: ImageInfo | None = None) -> bytes:
     """The bytes of frame `index` as stored: a compressed codestream or native samples.
 
-    For WADO-RS frame retrieval in the stored transfer syntax (PS3.18 8.7.3.5).
+    For WADO-RS frame retrieval in the stored transfer syntax (PS3.18 8.7.3.5). Native
+    frames keep the stored byte order (big endian for Explicit VR Big Endian); for
+    little-endian samples of any syntax use `read_frame(...).pixels`.
     """
     limits = Limits.from_settings()
     with open_source(src) as f:

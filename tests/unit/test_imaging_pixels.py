@@ -350,3 +350,13 @@ def test_jpeg_2000_colour_transforms_come_back_as_rgb() -> None:
     np.testing.assert_array_equal(reversible.pixels, original)
     assert irreversible.photometric_interpretation == "RGB"
     assert np.abs(irreversible.pixels.astype(int) - original).mean() < 3
+
+
+def test_little_endian_bytes_of_a_big_endian_frame() -> None:
+    big = read_frame(Path(pydicom.data.get_testdata_file("MR_small_bigendian.dcm")), 0)
+    little = read_frame(Path(pydicom.data.get_testdata_file("MR_small.dcm")), 0)
+    assert big.little_endian_bytes() == little.little_endian_bytes()
+    assert (
+        little.little_endian_bytes()
+        == pydicom.dcmread(pydicom.data.get_testdata_file("MR_small.dcm")).PixelData[: 64 * 64 * 2]
+    )

@@ -10,6 +10,7 @@ A stored file is a `Source`: a path, an open binary file, or a callable that ope
 - `pixels.read_frame(src, k)` → `Frame` (numpy array + its photometric interpretation):
   frame k alone, any transfer syntax pydicom and the pylibjpeg plugins decode.
 - `pixels.stored_frame(src, k)` → frame k's bytes as stored (WADO-RS frames).
+  `Frame.little_endian_bytes()` → decoded samples, uncompressed little endian.
 - `lut.Window.parse("40,400,linear")`, `lut.display_transform(ds, k)`, `lut.to_gray8`.
 - `render.render(src, k, window=, viewport=, media_type=, quality=, cache_key=)` → JPEG
   or PNG bytes; `render.thumbnail(src, size=128)`; `render.Viewport.parse("512,512")`.

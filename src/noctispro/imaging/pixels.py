@@ -197,6 +197,14 @@ class Frame:
     def nbytes(self) -> int:
         return int(self.pixels.nbytes)
 
+    def little_endian_bytes(self) -> bytes:
+        """The samples as uncompressed little-endian bytes, planar configuration 0.
+
+        For WADO-RS `application/octet-stream` frames (PS3.18 8.7.3.5.2); bit-packed
+        sources come back one byte a pixel, as decoded.
+        """
+        return self.pixels.astype(self.pixels.dtype.newbyteorder("<"), copy=False).tobytes()
+
 
 @contextmanager
 def open_source(src: Source) -> Iterator[BinaryIO]:

@@ -30,10 +30,12 @@ from noctispro.imaging import (
     NoPixelData,
     PixelDataTooLarge,
 )
+from noctispro.imaging.cache import FrameCache
 from noctispro.imaging.pixels import Limits, read_frame, read_info, stored_frame
 from noctispro.imaging.render import MediaType, render
 
 LIMITS = Limits(max_frame_bytes=256 << 20, max_pixel_bytes=4 << 30)
+CACHE = FrameCache(64 << 20)
 TEST_DIRS = [
     Path(pydicom.__file__).parent / "data" / "test_files",
     Path(data_store.__file__).parent / "data",
@@ -133,7 +135,7 @@ def test_every_test_file_decodes_like_pydicom_and_renders(path: Path) -> None:
         assert frame.pixels.dtype == expected.dtype
         np.testing.assert_array_equal(frame.pixels, expected)
     for media_type in MediaType:
-        body = render(path, frames - 1, media_type=media_type, limits=LIMITS)
+        body = render(path, frames - 1, media_type=media_type, limits=LIMITS, cache=CACHE)
         img = Image.open(io.BytesIO(body))
         assert img.size == (info.columns, info.rows)
         assert img.format == ("JPEG" if media_type is MediaType.JPEG else "PNG")
@@ -325,7 +327,6 @@ def test_huge_private_value_in_the_header_is_not_read(tmp_path: Path) -> None:
 
 def test_instance_from_the_blob_store_renders(tmp_path: Path) -> None:
     """The way WADO-RS will call it: an opener over the blob store, keyed by storage key."""
-    from noctispro.imaging.cache import FrameCache
     from noctispro.storage import get_blob_store
 
     store = get_blob_store()

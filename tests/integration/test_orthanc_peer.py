@@ -417,3 +417,30 @@ def test_query_retrieve_page_rules(peers: tuple[Archive, Orthanc], remote_studie
     assert archive.web_login().get(f"/query-retrieve/jobs/{job_id}").status_code == 200
     south = archive.web_login("south-tech", PASSWORD)
     assert south.get(f"/query-retrieve/jobs/{job_id}").status_code == 404
+
+
+# --- Orthanc asks us to move a study to it ------------------------------------------------
+
+
+def test_orthanc_moves_a_study_from_us_to_itself(
+    peers: tuple[Archive, Orthanc], tmp_path: Path
+) -> None:
+    """Our C-MOVE SCP, driven by Orthanc (C-MOVE SCU), sends to Orthanc (C-STORE SCP)."""
+    archive, orthanc = peers
+    study_uid, files = make_study(
+        tmp_path, "Moved^To^Orthanc", series=2, per_series=3, patient_id="MV1"
+    )
+    # Sent in as Orthanc, so the study is NORTH's, which the node `orthanc` acts for.
+    archive.storescu(*files, calling_ae=orthanc.ae_title)
+    uids = {make_uid(p) for p in files}
+    assert not uids & orthanc.instance_uids()
+    r = orthanc.request_move_from("noctispro", study_uid)
+    assert r.status_code == 200, f"{r.status_code} {r.text}\n{orthanc.log()}"
+    for path in files:
+        got = data_set_bytes(orthanc.file_of(make_uid(path)))
+        assert got == data_set_bytes(path.read_bytes())
+    # A study of another facility is not Orthanc's to move: nothing is sent.
+    other_uid, other_files = make_study(tmp_path / "south", "Not^Norths", per_series=2)
+    archive.storescu(*other_files, calling_ae="SOUTH_CT")
+    r = orthanc.request_move_from("noctispro", other_uid)
+    assert not {make_uid(p) for p in other_files} & orthanc.instance_uids()

@@ -44,6 +44,7 @@ _config.LOG_RESPONSE_IDENTIFIERS = False
 # when nothing is logged at that level (0.3-0.8 ms per C-STORE here); we log ourselves.
 _config.LOG_HANDLER_LEVEL = "none"
 fastpath.install()
+reactor.install()
 retrieve.install()  # C-MOVE and C-GET are served by dimse.retrieve, not by handlers
 
 

@@ -181,7 +181,8 @@ def handle_store(event: evt.Event) -> Dataset | int:
         log.warning("C-STORE from %s refused: not allowed to store", origin.calling_ae_title)
         return _failure(statuses.NOT_AUTHORIZED, "this AE title may not store here")
     try:
-        result = store_instance(event.dataset_path, origin)
+        # Our own receive path hands its spool file over (storefast.StoreEvent.handover).
+        result = store_instance(getattr(event, "handover", None) or event.dataset_path, origin)
     except InstanceRejected as exc:
         status = statuses.STORE_STATUS_FOR_REJECTION[exc.reason]
         log.warning(

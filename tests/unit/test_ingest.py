@@ -66,6 +66,50 @@ def test_stored_file_has_our_meta_and_the_senders_dataset_byte_for_byte(storage_
     assert_consistent(storage_root)
 
 
+def _spool(tmp_path: Path, meta_ae: str) -> tuple[Path, bytes]:
+    """A spool file as the DIMSE receive path writes it: our meta for `meta_ae`, then data."""
+    ds = make_ct(patient_name="Spooled^Ann")
+    data = dataset_bytes(to_bytes(ds))
+    meta = ingest.encode_file_meta(
+        sop_class_uid=ds.SOPClassUID,
+        sop_instance_uid=ds.SOPInstanceUID,
+        transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
+        source_ae_title=meta_ae,
+    )
+    path = tmp_path / "spool.dcm"
+    path.write_bytes(b"\x00" * 128 + b"DICM" + meta + data)
+    return path, data
+
+
+def test_a_handed_over_spool_in_stored_form_becomes_the_blob(storage_root: Path, tmp_path: Path):
+    import hashlib
+
+    path, data = _spool(tmp_path, ORIGIN.calling_ae_title)
+    expected = path.read_bytes()
+    handover = ingest.Handover(path, hashlib.sha256(data).hexdigest())
+    result = store_instance(handover, ORIGIN)
+    assert result.outcome is Outcome.STORED
+    assert handover.consumed and not path.exists()  # renamed, not copied
+    instance = Instance.objects.get(sop_instance_uid=result.sop_instance_uid)
+    assert (storage_root / instance.storage_key).read_bytes() == expected
+    assert instance.dataset_sha256 == hashlib.sha256(data).hexdigest()
+    assert instance.size_bytes == len(expected)
+    assert_consistent(storage_root)
+
+
+def test_a_handed_over_spool_with_other_meta_is_copied(storage_root: Path, tmp_path: Path):
+    path, data = _spool(tmp_path, "SOMEONE_ELSE")  # not the meta ingest writes for ORIGIN
+    handover = ingest.Handover(path)
+    result = store_instance(handover, ORIGIN)
+    assert result.outcome is Outcome.STORED
+    assert not handover.consumed and path.exists()
+    instance = Instance.objects.get(sop_instance_uid=result.sop_instance_uid)
+    stored = (storage_root / instance.storage_key).read_bytes()
+    assert dataset_bytes(stored) == data
+    assert dcmread(io.BytesIO(stored)).file_meta.SourceApplicationEntityTitle == "MODALITY1"
+    assert_consistent(storage_root)
+
+
 def test_index_attributes_and_aggregates():
     study_uid, s1, s2 = generate_uid(), generate_uid(), generate_uid()
     for n, series in enumerate([s1, s1, s2]):

@@ -11,6 +11,7 @@ Duplicates are judged by the SHA-256 of the data set without its file meta (grou
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import struct
@@ -114,15 +115,34 @@ class StoreResult:
     warning: str = ""
 
 
-def store_instance(source: BinaryIO | str | Path, origin: Origin) -> StoreResult:
+@dataclass
+class Handover:
+    """A spool file the caller gives up to ingest, and what it knows of it.
+
+    The DIMSE receive path writes each data set behind the very file meta ingest would
+    write (`file_meta_bytes`) and hashes it as it arrives; when the header read here
+    agrees, the spool file becomes the blob by a rename: no second copy of the bytes,
+    no second hash. Anything else is stored by copying, as from any other source.
+    """
+
+    path: Path
+    dataset_sha256: str | None = None
+    #: Set by ingest when the file became a blob: it is no longer the caller's to delete.
+    consumed: bool = False
+
+
+def store_instance(source: BinaryIO | str | Path | Handover, origin: Origin) -> StoreResult:
     """Store one DICOM instance from a seekable file (already spooled to disk)."""
+    if isinstance(source, Handover):
+        with open(source.path, "rb") as fp:
+            return _store(fp, origin, source)
     if isinstance(source, str | Path):
         with open(source, "rb") as fp:
             return _store(fp, origin)
     return _store(source, origin)
 
 
-def _store(fp: BinaryIO, origin: Origin) -> StoreResult:
+def _store(fp: BinaryIO, origin: Origin, handover: Handover | None = None) -> StoreResult:
     settings = get_settings()
     try:
         layout = inspect_file(
@@ -153,13 +173,15 @@ def _store(fp: BinaryIO, origin: Origin) -> StoreResult:
                 existing = Instance.objects.select_related("study", "series").get(
                     pk=known.instance_id
                 )
-                return _store_again(fp, layout, attrs, existing, facility, provenance, origin)
+                return _store_again(
+                    fp, layout, attrs, existing, facility, provenance, origin, handover
+                )
             if known.study_facility_id is not None and known.study_facility_id != facility.pk:
                 raise InstanceRejected(
                     Rejection.FACILITY_CONFLICT,
                     f"study {attrs.study_instance_uid} belongs to another facility",
                 )
-            blob = _write_blob(fp, layout, attrs, origin)
+            blob = _write_blob(fp, layout, attrs, origin, handover)
             try:
                 record_new_instance(facility, attrs, blob, provenance)
             except IntegrityError as exc:
@@ -199,6 +221,7 @@ def _store_again(
     facility: Facility,
     provenance: Provenance,
     origin: Origin,
+    handover: Handover | None,
 ) -> StoreResult:
     """A SOP Instance UID that is already stored: idempotent, or the duplicate policy."""
     if existing.study.facility_id != facility.pk:
@@ -206,10 +229,7 @@ def _store_again(
             Rejection.FACILITY_CONFLICT,
             f"SOP instance {attrs.sop_instance_uid} belongs to another facility",
         )
-    sha = hashlib.sha256()
-    for chunk in _dataset_chunks(fp, layout):
-        sha.update(chunk)
-    received = sha.hexdigest()
+    received = (handover.dataset_sha256 if handover else None) or _dataset_sha256(fp, layout)
     if received == existing.dataset_sha256:
         return _result(Outcome.DUPLICATE, attrs, facility)
 
@@ -237,7 +257,7 @@ def _store_again(
             facility,
             warning="already stored with different content; the stored instance was kept",
         )
-    blob = _write_blob(fp, layout, attrs, origin)
+    blob = _write_blob(fp, layout, attrs, origin, handover)
     try:
         old_key = replace_instance_blob(existing, attrs, blob, provenance)
     except BaseException:
@@ -319,9 +339,35 @@ def _dataset_chunks(fp: BinaryIO, layout: FileLayout) -> Iterator[bytes]:
         yield chunk
 
 
+def _dataset_sha256(fp: BinaryIO, layout: FileLayout) -> str:
+    sha = hashlib.sha256()
+    for chunk in _dataset_chunks(fp, layout):
+        sha.update(chunk)
+    return sha.hexdigest()
+
+
 def _write_blob(
-    fp: BinaryIO, layout: FileLayout, attrs: InstanceAttributes, origin: Origin
+    fp: BinaryIO,
+    layout: FileLayout,
+    attrs: InstanceAttributes,
+    origin: Origin,
+    handover: Handover | None = None,
 ) -> StoredBlob:
+    store = get_blob_store()
+    adopt = getattr(store, "adopt", None)
+    if handover is not None and not handover.consumed and adopt is not None:
+        meta = file_meta_bytes(attrs, origin.calling_ae_title)
+        fp.seek(0)
+        if len(meta) == layout.dataset_offset and fp.read(len(meta)) == meta:
+            digest = handover.dataset_sha256 or _dataset_sha256(fp, layout)
+            try:
+                key = adopt(handover.path)
+            except StorageError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+            else:
+                handover.consumed = True
+                return StoredBlob(storage_key=key, size_bytes=layout.size, dataset_sha256=digest)
     sha = hashlib.sha256()
     size = 0
 
@@ -335,5 +381,5 @@ def _write_blob(
             size += len(chunk)
             yield chunk
 
-    key = get_blob_store().put(chunks())
+    key = store.put(chunks())
     return StoredBlob(storage_key=key, size_bytes=size, dataset_sha256=sha.hexdigest())

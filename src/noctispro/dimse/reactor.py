@@ -24,6 +24,8 @@ import socket
 import threading
 from typing import Any
 
+import pynetdicom.ae
+import pynetdicom.association
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
@@ -42,6 +44,10 @@ class EventDrivenDUL(DULServiceProvider):
     _wake_send: socket.socket
     #: Set after every state machine action: the user side may have work.
     activity: threading.Event
+
+    def __init__(self, assoc: Association) -> None:
+        super().__init__(assoc)
+        self._add_wakeup()
 
     def _add_wakeup(self) -> None:
         self._wake_recv, self._wake_send = socket.socketpair()
@@ -142,7 +148,7 @@ class EventDrivenDUL(DULServiceProvider):
 
 
 class EventDrivenAssociation(Association):
-    """An acceptor whose reactor waits on the DUL's activity event, not in 1 ms naps."""
+    """An association whose reactor waits on the DUL's activity event, not in 1 ms naps."""
 
     dul: EventDrivenDUL
 
@@ -160,7 +166,15 @@ class EventDrivenAssociation(Association):
         super()._serve_request(msg, context_id)
 
     def _run_reactor(self) -> None:
-        """pynetdicom's acceptor loop (Association._run_reactor) without the nap."""
+        """pynetdicom's loop (Association._run_reactor) without the nap."""
+        try:
+            self._react()
+        finally:
+            # Threads waiting to pause the reactor (release, send_*) must not wait on
+            # one that has ended.
+            self._is_paused = True
+
+    def _react(self) -> None:
         from pynetdicom.association import LOGGER, evt
 
         activity = self.dul.activity
@@ -171,8 +185,19 @@ class EventDrivenAssociation(Association):
             self._is_paused = True
             activity.wait(IDLE_WAIT)
             activity.clear()
-            self._reactor_checkpoint.wait()
+            while not self._reactor_checkpoint.wait(IDLE_WAIT):
+                # pynetdicom serves N-EVENT-REPORT requests in a thread of their own
+                # whose `_serve_request` sets the flag False when it ends: say it again,
+                # or the thread that paused us would wait for it forever.
+                self._is_paused = True
+            if self._kill:
+                return
             self._is_paused = False
+            # A thread may have paused us again between the wake-up and the line above
+            # and seen us "paused": it owns the DIMSE queue now (pynetdicom's own loop
+            # lacks this check, and then takes the other thread's response).
+            if not self._reactor_checkpoint.is_set():
+                continue
 
             while True:
                 context_id, msg = self.dimse.get_msg(block=False)
@@ -209,21 +234,37 @@ class EventDrivenAssociation(Association):
 
             if self.dul.idle_timer_expired():
                 LOGGER.error("Network timeout reached")
-                self.abort()
+                if self.is_requestor and self.network_timeout_response == "A-RELEASE":
+                    self.release()
+                else:
+                    self.abort()
                 self.kill()
                 return
+
+
+def install() -> None:
+    """Every association this process makes or accepts gets the event-driven reactors.
+
+    pynetdicom creates the objects itself: requestors in `AE.associate` (the name
+    `pynetdicom.ae.Association`), DUL providers in `Association.__init__` (the name
+    `pynetdicom.association.DULServiceProvider`); acceptors are changed by
+    `make_event_driven` when our request handler creates them.
+    """
+    pynetdicom.association.DULServiceProvider = EventDrivenDUL  # type: ignore[misc]
+    pynetdicom.ae.Association = EventDrivenAssociation  # type: ignore[misc]
 
 
 def make_event_driven(assoc: Association) -> None:
     """Turn a just-created acceptor (its DUL not started yet) into the event-driven kind.
 
-    pynetdicom builds both objects itself; the subclasses add no state but the wake-up
-    pair and event, so the instances change class and get those.
+    The subclass adds no state, so the instance changes class; its DUL is one already
+    if `install` ran before it was made.
     """
     dul = assoc.dul
     assert not dul.is_alive()
-    dul.__class__ = EventDrivenDUL
-    assert isinstance(dul, EventDrivenDUL)
-    dul._add_wakeup()
+    if not isinstance(dul, EventDrivenDUL):
+        dul.__class__ = EventDrivenDUL
+        assert isinstance(dul, EventDrivenDUL)
+        dul._add_wakeup()
     assoc.__class__ = EventDrivenAssociation
     storefast.install(assoc)

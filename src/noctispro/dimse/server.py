@@ -44,6 +44,7 @@ _config.LOG_RESPONSE_IDENTIFIERS = False
 # when nothing is logged at that level (0.3-0.8 ms per C-STORE here); we log ourselves.
 _config.LOG_HANDLER_LEVEL = "none"
 fastpath.install()
+reactor.install()
 retrieve.install()  # C-MOVE and C-GET are served by dimse.retrieve, not by handlers
 
 
@@ -180,7 +181,8 @@ def handle_store(event: evt.Event) -> Dataset | int:
         log.warning("C-STORE from %s refused: not allowed to store", origin.calling_ae_title)
         return _failure(statuses.NOT_AUTHORIZED, "this AE title may not store here")
     try:
-        result = store_instance(event.dataset_path, origin)
+        # Our own receive path hands its spool file over (storefast.StoreEvent.handover).
+        result = store_instance(getattr(event, "handover", None) or event.dataset_path, origin)
     except InstanceRejected as exc:
         status = statuses.STORE_STATUS_FOR_REJECTION[exc.reason]
         log.warning(

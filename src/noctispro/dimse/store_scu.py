@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -219,8 +218,6 @@ class InstanceSender:
                     f"can be sent in (stored as {stored}); it is not decompressed",
                 )
             convert_to = alternatives[0]
-        if self.assoc.is_requestor:
-            _wait_for_reactor(self.assoc)
         try:
             with stored_file(item.storage_key) as path:
                 dataset: Any = path
@@ -244,21 +241,6 @@ class InstanceSender:
         status = int(rsp.Status)
         comment = str(rsp.get("ErrorComment", "") or "")
         return Sent(status, comment)
-
-
-def _wait_for_reactor(assoc: Association, timeout: float = 1.0) -> None:
-    """Let the association's reactor resume after the previous C-STORE before the next.
-
-    pynetdicom 3.0's `send_c_store` pauses the reactor thread and waits for its
-    `_is_paused` flag; sent back to back, the flag is still True from the last pause,
-    the reactor wakes up late and takes the next C-STORE-RSP as an unexpected request
-    (seen here as one sub-operation in ~10 timing out). Waiting until it has resumed
-    makes the next pause a real one. Only for associations we requested: on the C-GET
-    requestor's association the reactor is the thread running us.
-    """
-    deadline = time.monotonic() + timeout
-    while assoc._is_paused and assoc.is_established and time.monotonic() < deadline:
-        time.sleep(0.0001)
 
 
 @dataclass

@@ -17,6 +17,7 @@ triggered for these messages.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import struct
@@ -31,7 +32,7 @@ from pynetdicom import evt
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 
-from noctispro.core.ingest import encode_file_meta
+from noctispro.core.ingest import Handover, encode_file_meta
 from noctispro.dimse import statuses
 from noctispro.dimse.fastpath import LAST_COMMAND_FRAGMENT, encode_c_store_rsp_fields
 
@@ -96,7 +97,10 @@ class StoreRequest:
     dataset_path: Path | None = None
     #: Why the request is answered with a failure without calling the handler.
     problem: str = ""
+    #: The spool file offered to ingest, with the data set's digest once complete.
+    handover: Handover | None = None
     _fd: int | None = field(default=None, repr=False)
+    _sha256: Any = field(default=None, repr=False)
 
     # What pynetdicom's primitives offer, for code that logs requests.
     @property
@@ -115,7 +119,9 @@ class StoreRequest:
         """Append a data set fragment (a PDV, its message control header skipped)."""
         if self._fd is None:
             return  # refused already: the data set is read and dropped
-        self._write(memoryview(pdv)[1:])
+        fragment = memoryview(pdv)[1:]
+        self._sha256.update(fragment)
+        self._write(fragment)
 
     def _write(self, view: memoryview) -> None:
         assert self._fd is not None
@@ -127,10 +133,17 @@ class StoreRequest:
             os.close(self._fd)
             self._fd = None
 
+    def complete(self) -> None:
+        """The last fragment arrived: close the spool file, note the data set's digest."""
+        self.close()
+        if self.handover is not None:
+            self.handover.dataset_sha256 = self._sha256.hexdigest()
+
     def discard(self) -> None:
         self.close()
         if self.dataset_path is not None:
-            self.dataset_path.unlink(missing_ok=True)
+            if not (self.handover and self.handover.consumed):  # else it is a blob now
+                self.dataset_path.unlink(missing_ok=True)
             self.dataset_path = None
 
 
@@ -148,6 +161,12 @@ class StoreEvent:
     def dataset_path(self) -> Path:
         assert self.request.dataset_path is not None
         return self.request.dataset_path
+
+    @property
+    def handover(self) -> Handover:
+        """The spool file for `store_instance`, which may keep it as the blob."""
+        assert self.request.handover is not None
+        return self.request.handover
 
     @property
     def is_cancelled(self) -> bool:
@@ -188,11 +207,16 @@ def start_request(
     assert context is not None
     fd, name = tempfile.mkstemp(suffix=".dcm")
     request._fd, request.dataset_path = fd, Path(name)
+    request.handover = Handover(request.dataset_path)
+    request._sha256 = hashlib.sha256()
     try:
+        # The file meta ingest writes for this calling AE (`ingest.file_meta_bytes`),
+        # so that the spool file can become the blob as it is.
         meta = encode_file_meta(
             sop_class_uid=request.sop_class_uid,
             sop_instance_uid=request.sop_instance_uid,
             transfer_syntax_uid=str(context.transfer_syntax[0]),
+            source_ae_title=str(assoc.requestor.ae_title).strip(),
         )
         request._write(memoryview(PREAMBLE + meta))
     except BaseException:
@@ -229,7 +253,7 @@ class StoreFastDIMSE(DIMSEServiceProvider):
                     return
                 incoming.write(data)
                 if header & LAST_FRAGMENT:
-                    incoming.close()
+                    incoming.complete()
                     self.incoming = None
                     self.msg_queue.put((incoming.context_id, incoming))  # type: ignore[arg-type]
                 continue

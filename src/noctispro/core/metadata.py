@@ -140,6 +140,8 @@ def _element_json(
         result = elem.to_json_dict(None, 0)
     except Exception:
         return _unreadable(raw)
+    if vr in ("IS", "DS") and any(isinstance(v, str) for v in result.get("Value", [])):
+        return _unreadable(raw)  # "1A" is no number: F.2.3 wants JSON numbers here
     result["vr"] = vr
     return dict(result)
 

@@ -214,6 +214,11 @@ def test_ignored_filters_are_named_in_a_warning(loaded: Loaded) -> None:
     assert len(r.json()) == 1
     assert "PatientAge" in r.headers["warning"]
     assert "00400275.00321060" in r.headers["warning"]
+    with _api(loaded) as api:  # request text quoted in a header cannot break out of it
+        r = api.get("/dicom-web/studies", params={"PatientID": "G-DOE-3", "1.2\r\nX-Evil: ü": ""})
+    assert r.status_code == 200
+    assert "x-evil" not in r.headers
+    assert "1.2??X-Evil: ?" in r.headers["warning"]
 
 
 @pytest.mark.parametrize(

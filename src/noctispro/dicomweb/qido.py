@@ -205,8 +205,10 @@ def _returnable(keyword: str, level: Level) -> bool:
 
 
 def warning_header(texts: list[str]) -> str:
-    """RFC 7234 5.5 Warning values with code 299 (PS3.18 8.3.4.4)."""
-    return ", ".join('299 noctispro "{}"'.format(t.replace('"', "'")) for t in texts)
+    """RFC 7234 5.5 Warning values with code 299 (PS3.18 8.3.4.4); printable ASCII only,
+    since the texts may quote the request."""
+    clean = ("".join(c if " " <= c <= "~" and c != '"' else "?" for c in t) for t in texts)
+    return ", ".join(f'299 noctispro "{t}"' for t in clean)
 
 
 def check_accept(request: Request) -> None:

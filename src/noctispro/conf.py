@@ -102,6 +102,17 @@ class Settings(BaseSettings):
     remote_query_max_matches: int = Field(default=500, ge=1)
     remote_move_timeout: float = Field(default=600.0, gt=0)
 
+    # DICOMweb (PS3.18).
+    # Root of RetrieveURL and BulkDataURI values, e.g. https://pacs.example.org/dicom-web;
+    # empty: from each request's scheme and Host header.
+    dicomweb_base_url: str = ""
+    # Binary values longer than this many bytes are BulkDataURIs in metadata, not inline.
+    dicomweb_inline_binary_max: int = Field(default=1024, ge=0)
+    # QIDO-RS answers at most this many matches per request (limit/offset page further).
+    qido_max_results: int = Field(default=1000, ge=1)
+    # STOW-RS: parts in one request.
+    stow_max_parts: int = Field(default=5000, ge=1)
+
     # Health check.
     health_worker_max_age_seconds: float = 30.0
 

@@ -1,4 +1,4 @@
-"""The FastAPI application: /api/v1 (and DICOMweb at /dicom-web in its own issue)."""
+"""The FastAPI application: /api/v1, and DICOMweb at /dicom-web (WADO-URI at /wado)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from noctispro.api.routers import (  # noqa: E402
     nodes,
     orders,
 )
+from noctispro.dicomweb import routes as dicomweb  # noqa: E402
 
 
 def create_app() -> FastAPI:
@@ -49,6 +50,8 @@ def create_app() -> FastAPI:
     v1.include_router(jobs.router)
     v1.include_router(orders.router)
     app.include_router(v1)
+    app.include_router(dicomweb.router)
+    app.include_router(dicomweb.wado_uri)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -56,7 +59,8 @@ def create_app() -> FastAPI:
             allow_credentials=True,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["X-Total-Count"],
+            # What DICOMweb clients read: paging, warnings, multipart boundaries.
+            expose_headers=["X-Total-Count", "Warning", "Content-Type", "Content-Length"],
         )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app

@@ -29,7 +29,10 @@ class Listener:
 
 
 #: "module:attribute" of every listener; imported when the dispatcher first runs.
-LISTENERS: list[str] = ["noctispro.orders.listeners:ORDER_COMPLETION"]
+LISTENERS: list[str] = [
+    "noctispro.orders.listeners:ORDER_COMPLETION",
+    "noctispro.index.metadata:INSTANCE_METADATA",
+]
 
 
 def load_listeners() -> list[Listener]:

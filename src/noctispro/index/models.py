@@ -238,3 +238,27 @@ class StorageCommitment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.transaction_uid} from {self.calling_ae_title} ({self.state})"
+
+
+class InstanceMetadata(models.Model):
+    """An instance's DICOM JSON for WADO-RS metadata (PS3.18 F.2), kept so that metadata
+    is served from the index and not by re-reading files (DESIGN §5).
+
+    Bulk data appear as BulkDataURIs holding the tag path only (`core.metadata`).
+    `dataset_sha256` and `variant` say what the JSON was made from: an overwritten
+    instance, or another inline threshold or format, is made again on the next read.
+    """
+
+    instance = models.OneToOneField(
+        Instance, on_delete=models.CASCADE, primary_key=True, related_name="metadata"
+    )
+    dataset_sha256 = models.CharField(max_length=64)
+    variant = models.CharField(max_length=32)
+    dicom_json = models.BinaryField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "instance metadata"
+
+    def __str__(self) -> str:
+        return f"metadata of instance {self.instance_id}"

@@ -62,3 +62,11 @@ def verify_study(ctx: JobContext, *, study_instance_uid: str) -> dict[str, Any]:
         "missing": missing,
         "mismatched": mismatched,
     }
+
+
+@job("index.instance_metadata")
+def make_instance_metadata(ctx: JobContext, *, sop_instance_uids: list[str]) -> dict[str, Any]:
+    """Make the WADO-RS metadata of new instances (enqueued by the change-log listener)."""
+    from noctispro.index.metadata import make_metadata_for
+
+    return {"instances": make_metadata_for(sop_instance_uids)}

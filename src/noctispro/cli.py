@@ -87,9 +87,14 @@ def cmd_dicom(args: argparse.Namespace) -> int:
     _prepare(args)
     from noctispro.conf import get_settings
     from noctispro.dimse.server import serve_processes
+    from noctispro.dimse.tls import TLSSetupError
 
     settings = get_settings()
-    return serve_processes(settings, args.processes or settings.dicom_processes, _stop_event())
+    try:
+        return serve_processes(settings, args.processes or settings.dicom_processes, _stop_event())
+    except TLSSetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

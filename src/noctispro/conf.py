@@ -90,11 +90,22 @@ class Settings(BaseSettings):
     # DICOM networking.
     dicom_max_pdu: int = 262_144
     dicom_network_timeout: float = 60.0
-    dicom_max_associations: int = 32
+    dicom_acse_timeout: float = 30.0
+    dicom_dimse_timeout: float = 60.0
+    # Across every SCP process and both ports (PS3.8 9.3.4 local limit exceeded).
+    dicom_max_associations: int = Field(default=32, ge=1)
     dicom_processes: int = Field(default=1, ge=1, le=64)
     # None: on in development, off in production (see dimse/access.py).
     dicom_accept_unknown: bool | None = None
     dicom_check_called_ae: bool = False
+    # A node's associations must come from an address its host name resolves to.
+    dicom_check_peer_host: bool = False
+    # DICOM TLS (PS3.15 B.9, BCP 195) on a second port when a certificate and key are set;
+    # with a CA, peers must present a certificate it signed (and outgoing TLS trusts it).
+    dicom_tls_port: int = 2762
+    dicom_tls_cert: Path | None = None
+    dicom_tls_key: Path | None = None
+    dicom_tls_ca: Path | None = None
     query_case_insensitive_names: bool = True
     # Query/retrieve of remote nodes (dimse/qr_scu.py): one deadline per C-FIND, a cap on
     # its matches, and the longest wait for the next C-MOVE response.
@@ -129,6 +140,11 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("dicom_tls_cert", "dicom_tls_key", "dicom_tls_ca", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("ae_title")
     @classmethod
     def _check_ae_title(cls, value: str) -> str:
@@ -144,6 +160,10 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.data_dir / 'noctispro.sqlite3'}"
         if self.dicom_accept_unknown is None:
             self.dicom_accept_unknown = self.env is not Environment.PRODUCTION
+        if (self.dicom_tls_cert is None) != (self.dicom_tls_key is None):
+            raise ValueError("NOCTISPRO_DICOM_TLS_CERT and NOCTISPRO_DICOM_TLS_KEY go together")
+        if self.dicom_tls_enabled and self.dicom_tls_port == self.dicom_port:
+            raise ValueError("NOCTISPRO_DICOM_TLS_PORT must differ from NOCTISPRO_DICOM_PORT")
         if not self.storage_url:
             self.storage_url = f"file://{self.data_dir / 'storage'}"
         if self.env is Environment.PRODUCTION:
@@ -162,6 +182,10 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.env is Environment.PRODUCTION
+
+    @property
+    def dicom_tls_enabled(self) -> bool:
+        return self.dicom_tls_cert is not None and self.dicom_tls_key is not None
 
     @property
     def secrets_dir(self) -> Path:

@@ -188,6 +188,11 @@ class Supervisor:
             f"  web    http://{host}:{s.web_port}/{state('web')}",
             f"  api    http://{host}:{s.api_port}/api/v1/docs{state('api')}",
             f"  DICOM  {s.ae_title}@{host}:{s.dicom_port}{state('dicom')}",
+            *(
+                [f"  DICOM  {s.ae_title}@{host}:{s.dicom_tls_port} (TLS)"]
+                if s.dicom_tls_enabled
+                else []
+            ),
             f"  data   {s.data_dir}",
             f"  logs   {s.logs_dir}/{{web,api,dicom,worker}}.log",
             f"  admin  sign in as 'admin'; {password_hint}",

@@ -93,6 +93,8 @@ class Archive:
     api_port: int
     dicom_port: int
     admin_password: str
+    #: NOCTISPRO_DICOM_TLS_PORT; listened on only when a test sets a certificate and key.
+    dicom_tls_port: int = 0
     procs: list[subprocess.Popen] = field(default_factory=list)
 
     @property
@@ -173,7 +175,11 @@ class Archive:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def dcmtk(
-        self, tool: str, *options: str, files: tuple[Path | str, ...] = ()
+        self,
+        tool: str,
+        *options: str,
+        files: tuple[Path | str, ...] = (),
+        port: int | None = None,
     ) -> subprocess.CompletedProcess:
         """Run a DCMTK tool against our SCP (Nagle off, as for every peer here)."""
         import shutil
@@ -181,7 +187,7 @@ class Archive:
         path = shutil.which(tool)
         assert path, f"{tool} is not installed (apt-get install dcmtk); .ci/run installs it"
         return subprocess.run(
-            [path, *options, "127.0.0.1", str(self.dicom_port), *map(str, files)],
+            [path, *options, "127.0.0.1", str(port or self.dicom_port), *map(str, files)],
             env={**os.environ, "TCP_NODELAY": "1"},
             capture_output=True,
             text=True,
@@ -268,6 +274,15 @@ class Archive:
             for p in self.storage_root.glob("??/??/*.dcm")
         }
 
+    def stored_bytes(self, sop_instance_uid: str) -> bytes:
+        """The file the archive keeps for an instance, read from its storage."""
+        rows = self.query(
+            "SELECT storage_key FROM index_instance WHERE sop_instance_uid = ?",
+            (sop_instance_uid,),
+        )
+        assert rows, f"instance {sop_instance_uid} is not in the index"
+        return (self.storage_root / rows[0][0]).read_bytes()
+
     def assert_consistent(self) -> None:
         """Every instance row has its file, every file its row, no half-written spool file."""
         keys = {row[0] for row in self.query("SELECT storage_key FROM index_instance")}
@@ -284,7 +299,7 @@ def archive_at(root: Path, *, migrate: bool = True, **settings: str) -> Iterator
         else f"sqlite:///{root / 'data' / 'noctispro.sqlite3'}"
     )
     password = "It-" + secrets.token_urlsafe(12)
-    ports = {"web": free_port(), "api": free_port(), "dicom": free_port()}
+    ports = {"web": free_port(), "api": free_port(), "dicom": free_port(), "tls": free_port()}
     env = {
         key: value
         for key, value in os.environ.items()
@@ -301,6 +316,7 @@ def archive_at(root: Path, *, migrate: bool = True, **settings: str) -> Iterator
             "NOCTISPRO_WEB_PORT": str(ports["web"]),
             "NOCTISPRO_API_PORT": str(ports["api"]),
             "NOCTISPRO_DICOM_PORT": str(ports["dicom"]),
+            "NOCTISPRO_DICOM_TLS_PORT": str(ports["tls"]),
             "NOCTISPRO_WORKER_HEARTBEAT_SECONDS": "1",
             "PYTHONUNBUFFERED": "1",
         }
@@ -314,6 +330,7 @@ def archive_at(root: Path, *, migrate: bool = True, **settings: str) -> Iterator
         api_port=ports["api"],
         dicom_port=ports["dicom"],
         admin_password=password,
+        dicom_tls_port=ports["tls"],
     )
     if migrate:
         archive.run("migrate")

@@ -211,12 +211,6 @@ def test_echo_to_an_unresolvable_host_says_so() -> None:
     assert "cannot resolve 'no-such-host.invalid'" in result.detail
 
 
-def test_echo_to_a_tls_node_sends_nothing_yet() -> None:
-    result = nodes.echo_node(add(tls=True, port=closed_port()))
-    assert not result.ok
-    assert "TLS" in result.detail
-
-
 # --- Django admin ---------------------------------------------------------------------
 
 

@@ -132,22 +132,26 @@ def node_for_ae_title(ae_title: str) -> RemoteNode | None:
 
 
 def echo_node(node: RemoteNode, *, timeout: float = ECHO_TIMEOUT_SECONDS) -> EchoResult:
-    """C-ECHO the node as our own AE title."""
+    """C-ECHO the node as our own AE title, over DICOM TLS if the node is marked `tls`."""
     from noctispro.conf import get_settings
+    from noctispro.dimse import tls
     from noctispro.dimse.scu import EchoResult, verify
 
-    if node.tls:
-        # A plain association to a TLS port fails in confusing ways; say what is missing.
+    settings = get_settings()
+    try:
+        tls_args = tls.tls_args(node, settings)
+    except tls.TLSSetupError as exc:
         return EchoResult(
             ok=False,
             status=None,
             milliseconds=0.0,
-            detail="the node is marked TLS and DICOM TLS is not implemented yet; nothing sent",
+            detail=f"cannot set up DICOM TLS for the node ({exc}); nothing sent",
         )
     return verify(
         node.host,
         node.port,
         node.ae_title,
-        calling_ae=get_settings().ae_title,
+        calling_ae=settings.ae_title,
         timeout=timeout,
+        tls_args=tls_args,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
 import time
 from dataclasses import dataclass
 
@@ -21,11 +23,18 @@ class EchoResult:
 
 
 def verify(
-    host: str, port: int, called_ae: str, *, calling_ae: str = "NOCTISPRO", timeout: float = 5
+    host: str,
+    port: int,
+    called_ae: str,
+    *,
+    calling_ae: str = "NOCTISPRO",
+    timeout: float = 5,
+    tls_args: tuple[ssl.SSLContext, str] | None = None,
 ) -> EchoResult:
     """C-ECHO a peer and say what happened, failures included (it never raises).
 
-    `timeout` bounds each phase: TCP connect, association answer, C-ECHO answer.
+    `timeout` bounds each phase: TCP connect (with the TLS handshake when `tls_args`
+    is given, see dimse/tls.py), association answer, C-ECHO answer.
     pynetdicom does not hand out the reason a connection failed, so it is told by the
     time taken: a connect that gave up before the timeout was refused or unreachable.
     """
@@ -62,6 +71,7 @@ def verify(
             port,
             ae_title=called_ae,
             evt_handlers=[(evt.EVT_CONN_OPEN, on_open), (evt.EVT_ACCEPTED, on_accepted)],
+            tls_args=tls_args,
         )
     except OSError as exc:  # the host name does not resolve
         return result(False, None, f"cannot resolve {host!r}: {exc}")
@@ -71,6 +81,9 @@ def verify(
         return result(False, None, f"{where} rejected the association ({why})")
     if not assoc.is_established:
         if "connected" not in seen:
+            problem = tls_problem(host, port, tls_args, timeout) if tls_args else None
+            if problem:
+                return result(False, None, f"TLS connection to {host}:{port} failed: {problem}")
             if timed_out():
                 return result(False, None, f"no TCP connection to {host}:{port} in {timeout:g} s")
             return result(False, None, f"TCP connection to {host}:{port} refused or unreachable")
@@ -90,6 +103,27 @@ def verify(
     finally:
         if assoc.is_established:
             assoc.release()
+
+
+def tls_problem(
+    host: str, port: int, tls_args: tuple[ssl.SSLContext, str], timeout: float
+) -> str | None:
+    """Why a TLS handshake with the peer fails (None if it succeeds).
+
+    pynetdicom logs the reason and reports only "no connection"; a second, bare
+    handshake tells the user whether the certificate, the protocol or the port is wrong.
+    """
+    context, server_hostname = tls_args
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=server_hostname):
+                return None
+    except ssl.SSLCertVerificationError as exc:
+        return f"certificate not accepted ({exc.verify_message})"
+    except ssl.SSLError as exc:
+        return exc.reason or str(exc)
+    except OSError:
+        return None  # not a TLS problem: the plain connection failed too
 
 
 def echo(

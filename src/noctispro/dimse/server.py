@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import os
 import socket
+import ssl
 import threading
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,10 @@ from noctispro import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from noctispro.accounts.models import Operation
 from noctispro.conf import Settings
 from noctispro.core.ingest import InstanceRejected, Origin, encode_file_meta, store_instance
-from noctispro.dimse import access, fastpath, reactor, retrieve, statuses, storefast
+from noctispro.dimse import acceptor, access, fastpath, reactor, retrieve, statuses, storefast, tls
 from noctispro.dimse.commitment import STORAGE_COMMITMENT_PUSH_MODEL, handle_n_action
 from noctispro.dimse.find import QR_FIND_MODELS, handle_find
+from noctispro.dimse.process import AssociationSlots, serve_shared_port
 from noctispro.dimse.worklist import MODALITY_WORKLIST_FIND, handle_worklist_find
 
 log = logging.getLogger(__name__)
@@ -111,8 +113,30 @@ class PacsAssociationSocket(AssociationSocket):
 
 
 class PacsRequestHandler(RequestHandler):
+    def handle(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket) and not self._tls_handshake(self.request):
+            return
+        super().handle()
+
+    def _tls_handshake(self, sock: ssl.SSLSocket) -> bool:
+        """The TLS handshake, in this connection's thread and bounded by the ACSE timeout.
+
+        pynetdicom would do it in the accept loop, where one silent peer stalls every
+        other connection to the port.
+        """
+        sock.settimeout(self.ae.acse_timeout)
+        try:
+            sock.do_handshake()
+        except (OSError, ValueError) as exc:
+            log.warning("TLS handshake with %s failed: %s", self.client_address[0], exc)
+            return False
+        sock.settimeout(None)
+        log.info("TLS connection from %s: %s", self.client_address[0], tls.describe(sock))
+        return True
+
     def _create_association(self) -> Association:
         assoc = super()._create_association()
+        acceptor.adopt(assoc)
         set_nodelay(self.request)
         # Make pynetdicom's socket wrapper ours. A second wrapper cannot be set (and its
         # constructor would queue a second "connection open" event); the subclass adds
@@ -136,6 +160,15 @@ class PacsAssociationServer(ThreadedAssociationServer):
             assert self.socket is not None
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        assert self.socket is not None
+        client, address = self.socket.accept()
+        if self.ssl_context:  # handshake later, in the connection's thread
+            client = self.ssl_context.wrap_socket(
+                client, server_side=True, do_handshake_on_connect=False
+            )
+        return client, address
 
 
 def _on_association_end(event: evt.Event) -> None:
@@ -210,6 +243,8 @@ class PacsAE(AE):
     accept_unknown = True
     #: Its C-MOVE and C-GET are served by dimse.retrieve (`retrieve.install`).
     serves_retrieve = True
+    #: Shared by every SCP process (see dimse/acceptor.py); None: pynetdicom's own count.
+    association_slots: AssociationSlots | None = None
 
     @property
     def require_calling_aet(self) -> list[str]:
@@ -223,7 +258,7 @@ class PacsAE(AE):
         raise AttributeError("calling AE titles come from the nodes and facility senders")
 
 
-def build_ae(settings: Settings) -> AE:
+def build_ae(settings: Settings) -> PacsAE:
     ae = PacsAE(ae_title=settings.ae_title)
     ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
@@ -231,9 +266,12 @@ def build_ae(settings: Settings) -> AE:
     ae.require_called_aet = settings.dicom_check_called_ae
     ae.maximum_pdu_size = settings.dicom_max_pdu
     ae.network_timeout = settings.dicom_network_timeout
-    ae.acse_timeout = 30
-    ae.dimse_timeout = settings.dicom_network_timeout
-    ae.maximum_associations = settings.dicom_max_associations
+    ae.acse_timeout = settings.dicom_acse_timeout
+    ae.dimse_timeout = settings.dicom_dimse_timeout
+    # The limit is acceptor.AssociationSlots, counted over every process from the
+    # A-ASSOCIATE-RQ on. pynetdicom's own count is per process and includes connections
+    # still waiting for one (a port probe holds a thread for the ACSE timeout).
+    ae.maximum_associations = 1 << 20
     ae.add_supported_context(Verification)
     for find_model in QR_FIND_MODELS:
         ae.add_supported_context(find_model)
@@ -269,27 +307,48 @@ def start(
     port: int | None = None,
     handlers: list[Any] | None = None,
     reuse_port: bool = False,
-) -> ThreadedAssociationServer:
-    """Start the SCP in background threads and return its server."""
+    slots: AssociationSlots | None = None,
+) -> list[ThreadedAssociationServer]:
+    """Start the SCP in background threads and return its servers: plain TCP, then TLS.
+
+    The TLS port (when configured) serves the same contexts with the same handlers and
+    counts against the same association limit.
+    """
     PacsAssociationSocket.max_receive = max(settings.dicom_max_pdu, 1 << 20)
     ae = build_ae(settings)
+    ae.association_slots = slots or AssociationSlots(settings.dicom_max_associations)
     server_class = type("SharedPortServer", (PacsAssociationServer,), {"reuse_port": True})
-    server = ae.make_server(
-        (settings.bind, settings.dicom_port if port is None else port),
-        evt_handlers=HANDLERS if handlers is None else handlers,
-        server_class=server_class if reuse_port else PacsAssociationServer,
-    )
-    ae._servers.append(server)  # pynetdicom's shutdown() takes it off this list
-    thread = threading.Thread(
-        target=server.serve_forever, name=f"DicomServer:{server.server_address[1]}", daemon=True
-    )
-    thread.start()
-    return server
+    ports: list[tuple[int, ssl.SSLContext | None]] = [
+        (settings.dicom_port if port is None else port, None)
+    ]
+    if settings.dicom_tls_enabled:
+        ports.append((settings.dicom_tls_port, tls.server_context(settings)))
+    servers = []
+    for number, context in ports:
+        server = ae.make_server(
+            (settings.bind, number),
+            evt_handlers=HANDLERS if handlers is None else handlers,
+            server_class=server_class if reuse_port else PacsAssociationServer,
+            ssl_context=context,
+        )
+        ae._servers.append(server)  # pynetdicom's shutdown() takes it off this list
+        thread = threading.Thread(
+            target=server.serve_forever, name=f"DicomServer:{number}", daemon=True
+        )
+        thread.start()
+        servers.append(server)
+    return servers
 
 
-def serve(settings: Settings, stop: threading.Event, *, reuse_port: bool = False) -> None:
+def serve(
+    settings: Settings,
+    stop: threading.Event,
+    *,
+    reuse_port: bool = False,
+    slots: AssociationSlots | None = None,
+) -> None:
     """Run the SCP until `stop` is set."""
-    server = start(settings, reuse_port=reuse_port)
+    servers = start(settings, reuse_port=reuse_port, slots=slots)
     log.info(
         "DICOM SCP %s listening on %s:%s (pid %s)",
         settings.ae_title,
@@ -297,10 +356,19 @@ def serve(settings: Settings, stop: threading.Event, *, reuse_port: bool = False
         settings.dicom_port,
         os.getpid(),
     )
+    if settings.dicom_tls_enabled:
+        log.info(
+            "DICOM TLS SCP %s listening on %s:%s (pid %s)",
+            settings.ae_title,
+            settings.bind,
+            settings.dicom_tls_port,
+            os.getpid(),
+        )
     try:
         stop.wait()
     finally:
-        server.shutdown()
+        for server in servers:
+            server.shutdown()
         log.info("DICOM SCP stopped")
 
 
@@ -310,18 +378,26 @@ def serve_processes(settings: Settings, processes: int, stop: threading.Event) -
     If one of them dies the others are stopped and a non-zero code returned: the
     supervisor (or systemd) restarts the whole group.
     """
+    if settings.dicom_tls_enabled:
+        tls.server_context(settings)  # a bad certificate stops us here, not in each child
     if processes <= 1:
         serve(settings, stop)
         return 0
-    from noctispro.dimse.process import serve_shared_port
 
     context = multiprocessing.get_context("spawn")
+    slots = AssociationSlots(settings.dicom_max_associations)
     children = [
-        context.Process(target=serve_shared_port, name=f"dicom-{n}") for n in range(processes)
+        context.Process(target=serve_shared_port, args=(slots,), name=f"dicom-{n}")
+        for n in range(processes)
     ]
     for child in children:
         child.start()
-    log.info("started %d DICOM SCP processes on port %s", processes, settings.dicom_port)
+    log.info(
+        "started %d DICOM SCP processes on port %s%s",
+        processes,
+        settings.dicom_port,
+        f" and TLS port {settings.dicom_tls_port}" if settings.dicom_tls_enabled else "",
+    )
     code = 0
     while not stop.wait(0.5):
         dead = [c for c in children if not c.is_alive()]

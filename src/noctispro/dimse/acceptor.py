@@ -72,9 +72,29 @@ class PacsACSE(ACSE):
         self.assoc.kill()
 
 
+class MalformedCommand(ValueError):
+    pass
+
+
+def check_command_length(command: bytes) -> None:
+    """A command set starts with its Command Group Length, which counts every byte after it.
+
+    PS3.7 6.3.1, E.1 (the element is mandatory). pydicom decodes a truncated command
+    set leniently, so this is what tells a cut or padded one apart.
+    """
+    if len(command) < 12 or command[:8] != b"\x00\x00\x00\x00\x04\x00\x00\x00":
+        raise MalformedCommand("the command set does not start with Command Group Length")
+    declared = int.from_bytes(command[8:12], "little")
+    if len(command) - 12 != declared:
+        raise MalformedCommand(
+            f"Command Group Length says {declared} bytes, {len(command) - 12} arrived"
+        )
+
+
 class PacsDIMSEServiceProvider(DIMSEServiceProvider):
     def receive_primitive(self, primitive: P_DATA) -> None:
         try:
+            self._check_commands(primitive)
             super().receive_primitive(primitive)
         except Exception as exc:
             message, self.message = self.message, None
@@ -87,6 +107,17 @@ class PacsDIMSEServiceProvider(DIMSEServiceProvider):
             )
             # Evt19 "invalid PDU": the state machine sends A-ABORT (PS3.8 9.2, AA-8).
             self.dul.event_queue.put("Evt19")
+
+    def _check_commands(self, primitive: P_DATA) -> None:
+        pending: bytes | None = None
+        for _, data in primitive.presentation_data_value_list:
+            if data[0] & 1:  # a command fragment (PS3.8 E.2); data set fragments pass
+                if pending is None:
+                    pending = self.message.encoded_command_set.getvalue() if self.message else b""
+                pending += data[1:]
+                if data[0] & 2:  # the last one
+                    check_command_length(pending)
+                    pending = b""
 
 
 def discard_spool(message: Any) -> bool:

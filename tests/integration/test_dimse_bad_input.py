@@ -2,7 +2,8 @@
 
 The SCP must end such an association with an A-ABORT, keep no spool file or index row,
 and go on serving everyone else. (A huge declared PDU length and a TCP reset mid C-STORE
-are in test_dimse_store.py.)
+are in test_dimse_store.py; well-formed C-STORE-RQs without their UIDs, answered with
+a failure status, in test_dimse_store_wire.py.)
 """
 
 from __future__ import annotations
@@ -87,8 +88,6 @@ def scp_still_serves(archive: Archive) -> None:
 
 
 BAD_COMMANDS = {
-    "no AffectedSOPClassUID": store_command(AffectedSOPClassUID=None),
-    "no AffectedSOPInstanceUID": store_command(AffectedSOPInstanceUID=None),
     "no CommandDataSetType": store_command(CommandDataSetType=None),
     "unknown CommandField": store_command(CommandField=0x0F0F),
     "garbage bytes": b"\x00\x00\x00\x00\x04\x00\x00\x00\xff\xff\xff\xff" + b"\xab" * 40,
@@ -118,12 +117,24 @@ def test_an_undecodable_command_set_is_aborted_cleanly(running_archive: Archive,
 
 
 def test_a_command_on_a_context_that_was_not_accepted(running_archive: Archive) -> None:
+    """PS3.8 9.3.5: PDVs name an accepted context. The SCP refuses (0x0122) or aborts."""
     before_spool = spool_files(running_archive)
     assoc = connect(running_archive)
     wrong = assoc.accepted_contexts[0].context_id + 2
-    send_pdv(assoc, wrong, COMMAND_LAST, store_command())
-    send_pdv(assoc, wrong, DATA_LAST, data_set())
-    wait_aborted(assoc)
+    assoc._reactor_checkpoint.clear()  # keep the requestor's reactor off the response
+    while not assoc._is_paused:
+        time.sleep(0.001)
+    try:
+        send_pdv(assoc, wrong, COMMAND_LAST, store_command())
+        send_pdv(assoc, wrong, DATA_LAST, data_set())
+        _, rsp = assoc.dimse.get_msg(block=True)
+    finally:
+        assoc._reactor_checkpoint.set()
+    if rsp is None:
+        wait_aborted(assoc)
+    else:
+        assert int(rsp.Status) == 0x0122
+        assoc.release()
     assert spool_files(running_archive) == before_spool
     scp_still_serves(running_archive)
 

@@ -6,10 +6,12 @@
   associations of its own process.
 - Optionally, a node's peer address must be one its host name resolves to; otherwise
   rejected-permanent, service-user, calling-AE-title-not-recognized (PS3.8 7.1.1.9).
-- A DIMSE message whose command set cannot be decoded (garbage bytes, an unknown
-  Command Field, a C-STORE-RQ without Affected SOP Class UID...) ends the association
-  with an A-ABORT, as pynetdicom does for other invalid messages, and leaves no spool
-  file; pynetdicom would let the exception kill its reactor thread and leak the file.
+- A DIMSE message whose command set cannot be decoded (garbage bytes, a length that
+  is not its Command Group Length, an unknown Command Field, a missing Command Data Set
+  Type...) ends the association with an A-ABORT, as pynetdicom does for other invalid
+  messages, and leaves no spool file; pynetdicom would let the exception kill its
+  reactor thread (and leak the spool file of a C-STORE). A well-formed C-STORE-RQ that
+  lacks its UIDs is answered with a failure status by storefast.
 
 `adopt` makes pynetdicom's objects of one new association these subclasses; they add
 behaviour, no state pynetdicom would have to know about.
@@ -24,11 +26,12 @@ from typing import Any
 from django.db import connection
 from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
-from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 
 from noctispro.dimse import access
 from noctispro.dimse.process import AssociationSlots
+from noctispro.dimse.reactor import EventDrivenAssociation
+from noctispro.dimse.storefast import StoreFastDIMSE
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +94,7 @@ def check_command_length(command: bytes) -> None:
         )
 
 
-class PacsDIMSEServiceProvider(DIMSEServiceProvider):
+class PacsDIMSEServiceProvider(StoreFastDIMSE):
     def receive_primitive(self, primitive: P_DATA) -> None:
         try:
             self._check_commands(primitive)
@@ -99,6 +102,7 @@ class PacsDIMSEServiceProvider(DIMSEServiceProvider):
         except Exception as exc:
             message, self.message = self.message, None
             discard_spool(message)
+            self.discard_incoming()
             log.warning(
                 "A-ABORT to %s: a DIMSE message that cannot be decoded (%s: %s)",
                 self.assoc.requestor.ae_title,
@@ -132,7 +136,7 @@ def discard_spool(message: Any) -> bool:
     return True
 
 
-class PacsAssociation(Association):
+class PacsAssociation(EventDrivenAssociation):
     #: The slot this association holds, given back when its thread ends.
     slots: AssociationSlots | None = None
 
@@ -148,7 +152,12 @@ class PacsAssociation(Association):
 
 
 def adopt(assoc: Association) -> None:
-    """Make a new acceptor association use the classes above (before it starts)."""
+    """Make a new acceptor association use the classes above (before it starts).
+
+    Called after `reactor.make_event_driven`, whose classes these extend.
+    """
+    assert isinstance(assoc, EventDrivenAssociation)
+    assert isinstance(assoc.dimse, StoreFastDIMSE)
     assoc.__class__ = PacsAssociation
     assoc.acse.__class__ = PacsACSE
     assoc.dimse.__class__ = PacsDIMSEServiceProvider

@@ -136,13 +136,13 @@ class PacsRequestHandler(RequestHandler):
 
     def _create_association(self) -> Association:
         assoc = super()._create_association()
-        acceptor.adopt(assoc)
         set_nodelay(self.request)
         # Make pynetdicom's socket wrapper ours. A second wrapper cannot be set (and its
         # constructor would queue a second "connection open" event); the subclass adds
         # no state, so changing the class of the one just made is enough.
         assoc.dul.socket.__class__ = PacsAssociationSocket
         reactor.make_event_driven(assoc)
+        acceptor.adopt(assoc)
         return assoc
 
 

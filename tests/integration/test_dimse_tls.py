@@ -194,10 +194,22 @@ def test_nodes_echo_over_tls(tls_archive: Archive) -> None:
     a = tls_archive
     a.run(
         "nodes", "add", "self-tls", "--aet", "NOCTISPRO", "--host", "127.0.0.1",
-        "--port", str(a.dicom_tls_port), "--tls",
+        "--port", str(a.dicom_tls_port), "--tls", "--allow", "store,find",
     )  # fmt: skip
     out = a.run("nodes", "echo", "self-tls").stdout
     assert out.startswith("OK self-tls"), out
+    # C-FIND SCU over TLS too: query ourselves through the API.
+    ds = make_ct(patient_name="Tls^Query")
+    plain = a.associate([CTImageStorage])
+    assert plain.send_c_store(ds).Status == 0
+    plain.release()
+    with a.client() as api:
+        r = api.post(
+            "/api/v1/nodes/self-tls/query",
+            json={"level": "STUDY", "filters": {"PatientName": "Tls^Query"}},
+        )
+    assert r.status_code == 200, r.text
+    assert [m["StudyInstanceUID"] for m in r.json()["matches"]] == [ds.StudyInstanceUID]
     a.run(
         "nodes", "add", "plain-as-tls", "--aet", "PLAINASTLS", "--host", "127.0.0.1",
         "--port", str(a.dicom_port), "--tls",

@@ -343,6 +343,7 @@ def test_node_facility_files_what_it_sends_and_scopes_its_users() -> None:
         remote_qr.node_for(doc, "pacs")
     with pytest.raises(nodes.UnknownNode):
         remote_qr.node_for(admin, "nope")
-    with pytest.raises(remote_qr.NodeUnusable, match="DICOM TLS is not implemented"):
-        remote_qr.start_retrieve(admin, "tls", "1.2.3")
+    tls_peer = remote_qr.peer_of(nodes.get_node("tls"))  # called over DICOM TLS
+    assert tls_peer.tls_args is not None and tls_peer.tls_args[1] == tls_peer.host
+    assert remote_qr.peer_of(nodes.get_node("pacs")).tls_args is None
     forget_cached_facilities()

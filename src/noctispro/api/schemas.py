@@ -119,7 +119,7 @@ class NodeCreate(BaseModel):
         default_factory=lambda: [cast(NodeOperation, op.value) for op in DEFAULT_OPERATIONS],
         description="What the node may ask of us; C-ECHO is always allowed",
     )
-    tls: bool = Field(False, description="Stored only: DICOM TLS is not implemented yet")
+    tls: bool = Field(False, description="Call the node over DICOM TLS (BCP 195)")
     description: str = ""
 
 

@@ -47,7 +47,7 @@ from noctispro.accounts.scoping import principal_for_ae
 from noctispro.conf import get_settings
 from noctispro.core import commitment as core
 from noctispro.core.attributes import UID_PATTERN
-from noctispro.dimse import access, statuses
+from noctispro.dimse import access, statuses, tls
 from noctispro.index.models import StorageCommitment
 
 log = logging.getLogger(__name__)
@@ -254,9 +254,11 @@ def report(
     node = node_for_ae_title(calling)
     if node is None:
         return UNDELIVERED, problem + f"{calling} is gone and is not a registered node"
-    if node.tls:
-        return UNDELIVERED, problem + f"node {node.name} is marked TLS; DICOM TLS is not used yet"
     settings = get_settings()
+    try:
+        tls_args = tls.tls_args(node, settings)
+    except tls.TLSSetupError as exc:
+        return UNDELIVERED, problem + f"node {node.name}: {exc}"
     ae = AE(ae_title=settings.ae_title)
     ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
@@ -267,7 +269,9 @@ def report(
     ae.add_requested_context(STORAGE_COMMITMENT_PUSH_MODEL)
     # We initiate, yet act as the SCP of the SOP class (PS3.4 J.3.3, PS3.7 D.3.3.4).
     role = build_role(STORAGE_COMMITMENT_PUSH_MODEL, scp_role=True)
-    new = ae.associate(node.host, node.port, ae_title=node.ae_title, ext_neg=[role])
+    new = ae.associate(
+        node.host, node.port, ae_title=node.ae_title, ext_neg=[role], tls_args=tls_args
+    )
     if not new.is_established:
         return UNDELIVERED, problem + f"no association with {node.ae_title}@{node.host}:{node.port}"
     try:

@@ -18,6 +18,7 @@ studies legitimately take minutes while the peer reports pending sub-operations.
 from __future__ import annotations
 
 import re
+import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -145,6 +146,8 @@ class Peer:
     host: str
     port: int
     ae_title: str
+    #: pynetdicom's (context, server host name) for DICOM TLS (dimse/tls.py); None: TCP.
+    tls_args: tuple[ssl.SSLContext, str] | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
@@ -335,6 +338,7 @@ def associate(peer: Peer, caller: Caller, sop_classes: list[str]) -> Iterator[As
             peer.port,
             ae_title=peer.ae_title,
             evt_handlers=[(evt.EVT_CONN_OPEN, on_open), (evt.EVT_ACCEPTED, on_accepted)],
+            tls_args=peer.tls_args,
         )
     except OSError as exc:
         raise RemoteError("unreachable", f"cannot resolve {peer.host!r}: {exc}") from exc

@@ -24,7 +24,7 @@ from noctispro.accounts.facilities import facility_for_ae
 from noctispro.accounts.models import Facility, Operation, RemoteNode, Role, User
 from noctispro.accounts.scoping import principal_for_user
 from noctispro.conf import get_settings
-from noctispro.dimse import qr_scu
+from noctispro.dimse import qr_scu, tls
 from noctispro.dimse.qr_scu import Caller, FindResult, Level, MoveProgress, Peer, RemoteQuery
 from noctispro.jobs import Job, JobContext, PermanentJobError, enqueue, job
 
@@ -78,12 +78,12 @@ def node_for(user: User, name: str) -> RemoteNode:
 
 
 def peer_of(node: RemoteNode) -> Peer:
-    if node.tls:
-        # A plain association to a TLS port fails in confusing ways; say what is missing.
-        raise NodeUnusable(
-            f"node {node.name!r} is marked TLS and DICOM TLS is not implemented yet; nothing sent"
-        )
-    return Peer(host=node.host, port=node.port, ae_title=node.ae_title)
+    """The node as a Q/R peer: over DICOM TLS when it is marked `tls` (dimse/tls.py)."""
+    try:
+        tls_args = tls.tls_args(node, get_settings())
+    except tls.TLSSetupError as exc:
+        raise NodeUnusable(f"node {node.name!r}: {exc}; nothing sent") from exc
+    return Peer(host=node.host, port=node.port, ae_title=node.ae_title, tls_args=tls_args)
 
 
 def caller(timeout: float) -> Caller:

@@ -189,8 +189,8 @@ def test_a_silent_tls_client_does_not_block_the_port(tls_archive: Archive, pki: 
         assoc.release()
 
 
-def test_nodes_echo_over_tls(tls_archive: Archive) -> None:
-    """Our own SCU (`noctispro nodes echo`) to a TLS node: here, our own TLS port."""
+def test_our_scu_over_tls(tls_archive: Archive) -> None:
+    """Echo, query and send to a TLS node: here, our own TLS port."""
     a = tls_archive
     a.run(
         "nodes", "add", "self-tls", "--aet", "NOCTISPRO", "--host", "127.0.0.1",
@@ -208,8 +208,19 @@ def test_nodes_echo_over_tls(tls_archive: Archive) -> None:
             "/api/v1/nodes/self-tls/query",
             json={"level": "STUDY", "filters": {"PatientName": "Tls^Query"}},
         )
-    assert r.status_code == 200, r.text
-    assert [m["StudyInstanceUID"] for m in r.json()["matches"]] == [ds.StudyInstanceUID]
+        assert r.status_code == 200, r.text
+        assert [m["StudyInstanceUID"] for m in r.json()["matches"]] == [ds.StudyInstanceUID]
+        # ... and C-STORE SCU: send the study to the TLS node (ourselves: a duplicate).
+        study = {"study_instance_uid": ds.StudyInstanceUID}
+        r = api.post("/api/v1/nodes/self-tls/send", json=study)
+        assert r.status_code == 202, r.text
+        deadline = time.monotonic() + 60
+        while (job := api.get(r.json()["location"]).json())["state"] not in (
+            "succeeded",
+            "failed",
+        ) and time.monotonic() < deadline:
+            time.sleep(0.3)
+    assert job["state"] == "succeeded" and job["result"]["completed"] == 1, job
     a.run(
         "nodes", "add", "plain-as-tls", "--aet", "PLAINASTLS", "--host", "127.0.0.1",
         "--port", str(a.dicom_port), "--tls",

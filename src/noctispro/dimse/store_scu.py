@@ -29,6 +29,8 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
 from noctispro import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from noctispro.conf import get_settings
+from noctispro.dimse import tls
 from noctispro.storage import get_blob_store
 
 if TYPE_CHECKING:
@@ -108,12 +110,14 @@ def associate(
     max_pdu: int,
     timeout: float,
 ) -> Association:
-    """An established association to `node` for sending, or AssociationFailed saying why."""
-    if node.tls:
-        # Another change adds DICOM TLS; a plain association to a TLS port fails confusingly.
-        raise AssociationFailed(
-            f"node {node.name} is marked TLS and DICOM TLS is not implemented yet; nothing sent"
-        )
+    """An established association to `node` for sending, or AssociationFailed saying why.
+
+    Over DICOM TLS when the node is marked `tls` (dimse/tls.py).
+    """
+    try:
+        tls_args = tls.tls_args(node, get_settings())
+    except tls.TLSSetupError as exc:
+        raise AssociationFailed(f"node {node.name}: {exc}; nothing sent") from exc
     ae = AE(ae_title=calling_ae)
     ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
@@ -137,6 +141,7 @@ def associate(
             ae_title=node.ae_title,
             max_pdu=max_pdu,
             evt_handlers=[(evt.EVT_CONN_OPEN, on_open)],
+            tls_args=tls_args,
         )
     except OSError as exc:  # the host name does not resolve
         raise AssociationFailed(f"cannot reach {where}: {exc}") from exc

@@ -73,10 +73,6 @@ def start_send(user: User, request: SendRequest) -> Job:
         ).exists()
     ):
         raise SendRefused("not_found", "no such series in this study")
-    if node.tls:
-        raise SendRefused(
-            "conflict", f"node {node.name} is marked TLS and DICOM TLS is not implemented yet"
-        )
     payload: dict[str, Any] = {
         "node": node.name,
         "study_instance_uid": request.study_instance_uid,

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from django.db import connection
+from pynetdicom import evt
 from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import P_DATA
@@ -68,8 +69,6 @@ class PacsACSE(ACSE):
 
     def _reject(self, result_source_reason: tuple[int, int, int]) -> None:
         # What pynetdicom's own rejections do (acse.ACSE._negotiate_as_acceptor).
-        from pynetdicom import evt
-
         self.send_reject(*result_source_reason)
         evt.trigger(self.assoc, evt.EVT_REJECTED, {})
         self.assoc.kill()
@@ -117,11 +116,17 @@ class PacsDIMSEServiceProvider(StoreFastDIMSE):
         for _, data in primitive.presentation_data_value_list:
             if data[0] & 1:  # a command fragment (PS3.8 E.2); data set fragments pass
                 if pending is None:
-                    pending = self.message.encoded_command_set.getvalue() if self.message else b""
+                    pending = self._command_so_far()
                 pending += data[1:]
                 if data[0] & 2:  # the last one
                     check_command_length(pending)
                     pending = b""
+
+    def _command_so_far(self) -> bytes:
+        """The command fragments received before this P-DATA: pynetdicom's or storefast's."""
+        if self.message is not None:
+            return bytes(self.message.encoded_command_set.getvalue())
+        return b"".join(data[1:] for _, data in self._command_pdvs)
 
 
 def discard_spool(message: Any) -> bool:

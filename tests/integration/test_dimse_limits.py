@@ -43,7 +43,10 @@ def dicom_log(archive: Archive) -> str:
 def test_association_limit_holds_across_scp_processes(tmp_path) -> None:
     with archive_at(tmp_path / "a", NOCTISPRO_DICOM_MAX_ASSOCIATIONS="2") as archive:
         archive.start("dicom", "--processes", "2")
-        archive.wait_output("started 2 DICOM SCP processes", command="dicom")
+        deadline = time.monotonic() + 60
+        while dicom_log(archive).count("DICOM SCP NOCTISPRO listening") < 2:
+            assert time.monotonic() < deadline, dicom_log(archive)
+            time.sleep(0.1)
         held = [associate(archive), associate(archive)]
         assert all(a.is_established for a in held)
         # The kernel spreads connections over both processes; with per-process counts
@@ -51,7 +54,7 @@ def test_association_limit_holds_across_scp_processes(tmp_path) -> None:
         for _ in range(6):
             extra = associate(archive)
             assert not extra.is_established
-            assert rejection(extra) == LOCAL_LIMIT_EXCEEDED
+            assert rejection(extra) == LOCAL_LIMIT_EXCEEDED, dicom_log(archive)[-3000:]
         assert "rejected: 2 associations open" in dicom_log(archive)
         assert held[0].send_c_echo().Status == 0  # the held ones are not disturbed
         held.pop(0).release()

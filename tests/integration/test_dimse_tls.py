@@ -196,8 +196,9 @@ def test_our_scu_over_tls(tls_archive: Archive) -> None:
         "nodes", "add", "self-tls", "--aet", "NOCTISPRO", "--host", "127.0.0.1",
         "--port", str(a.dicom_tls_port), "--tls", "--allow", "store,find",
     )  # fmt: skip
-    out = a.run("nodes", "echo", "self-tls").stdout
-    assert out.startswith("OK self-tls"), out
+    echo = a.run("nodes", "echo", "self-tls", check=False)
+    log = (a.data_dir / "logs" / "dicom.log").read_text(errors="replace")
+    assert echo.stdout.startswith("OK self-tls"), f"{echo.stdout}{echo.stderr}{log[-3000:]}"
     # C-FIND SCU over TLS too: query ourselves through the API.
     ds = make_ct(patient_name="Tls^Query")
     plain = a.associate([CTImageStorage])

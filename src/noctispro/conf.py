@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     qido_max_results: int = Field(default=1000, ge=1)
     # STOW-RS: parts in one request.
     stow_max_parts: int = Field(default=5000, ge=1)
+    # WADO-RS rendered / thumbnail: Cache-Control max-age, and the per-process cache of
+    # encoded images (keyed by storage key + parameters, as the ETag is).
+    dicomweb_image_max_age: int = Field(default=86400, ge=0)
+    dicomweb_image_cache_bytes: int = Field(default=64 * MiB, ge=0)
 
     # Health check.
     health_worker_max_age_seconds: float = 30.0

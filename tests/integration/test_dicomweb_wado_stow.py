@@ -287,7 +287,10 @@ def test_wado_uri(stowed: Stowed) -> None:
         assert r.headers["content-type"].startswith("application/dicom")
         assert dataset_bytes(r.content) == dataset_bytes(path.read_bytes())
         assert api.get("/dicom-web/wado", params=params).content == r.content
-        assert api.get("/wado", params={**params, "contentType": "image/jpeg"}).status_code == 406
+        jpeg = api.get("/wado", params={**params, "contentType": "image/jpeg"})
+        assert jpeg.status_code == 200
+        assert jpeg.headers["content-type"] == "image/jpeg"
+        assert api.get("/wado", params={**params, "contentType": "image/gif"}).status_code == 406
         assert api.get("/wado", params={**params, "requestType": "X"}).status_code == 400
         assert api.get("/wado", params={**params, "seriesUID": "1.2.3"}).status_code == 404
         del params["objectUID"]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from noctispro.dicomweb import qido, stow, uri, wado
+from noctispro.dicomweb import frames, qido, rendered, stow, uri, wado
 
 router = APIRouter(prefix="/dicom-web")
 router.include_router(qido.router)
 router.include_router(wado.router)
+router.include_router(frames.router)
+router.include_router(rendered.router)
 router.include_router(stow.router)
 router.include_router(uri.router)
 

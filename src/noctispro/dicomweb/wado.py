@@ -2,16 +2,16 @@
 
 Instances go out as `multipart/related; type="application/dicom"`, each part the stored
 Part 10 file read from storage in chunks, so a study is never held in memory. They are
-served in the transfer syntax they are stored in: asked for with `transfer-syntax=*`,
+served in the transfer syntax they are stored in when asked for with `transfer-syntax=*`,
 with that syntax's UID, or with no parameter (PS3.18 8.7.3.5.2 names Explicit VR Little
-Endian as the default; answering it as stored is what we can do until transcoding
-comes with the imaging pipeline). Any other syntax is 406 Not Acceptable.
+Endian as the default; we send what was stored, unaltered). Another syntax is
+transcoded to, instance by instance, when `imaging.transcode` offers it (Explicit and
+Implicit VR Little Endian, RLE, JPEG 2000 and HTJ2K Lossless); lossy targets are 406.
 
 Metadata is the DICOM JSON kept in the index (`index.metadata`), BulkDataURIs pointing
 at `.../instances/{uid}/bulkdata/{tag path}`, which answers the value as
 `multipart/related; type="application/octet-stream"` (native values only: compressed
-pixel data is served as frames, which come with the imaging pipeline).
-Frames, rendered and thumbnail resources are not served yet.
+pixel data is served as frames: frames.py; rendered and thumbnails: rendered.py).
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ from noctispro.core.metadata import (
     bulk_data,
 )
 from noctispro.dicomweb import media
+from noctispro.dicomweb.errors import http_error
 from noctispro.dicomweb.qido import base_url, check_accept, warning_header
+from noctispro.imaging.errors import ImagingError
+from noctispro.imaging.transcode import TARGETS, can_transcode, transcode
 from noctispro.index import selectors
 from noctispro.index.metadata import metadata_rows
 from noctispro.index.models import Instance
@@ -64,11 +67,16 @@ def instances(
     return qs.order_by(*_ORDER)
 
 
-def negotiate_instances(accept: str | None, syntaxes: set[str]) -> None:
-    """Raise 406 unless some acceptable type is application/dicom as stored (8.7.3)."""
+def negotiate_instances(accept: str | None, syntaxes: set[str]) -> str | None:
+    """The transfer syntax to send (None: each as stored), or 406 (8.7.3.5.2).
+
+    `transfer-syntax=*`, no parameter, or the one syntax the instances are stored in
+    send them as stored; another syntax is transcoded to when `imaging.transcode`
+    offers it for every instance (lossless only), else the next acceptable type is tried.
+    """
     for r in media.parse_accept(accept):
         if r.media_type in ("*/*", "multipart/*"):
-            return
+            return None
         if r.media_type == media.MULTIPART_RELATED:
             part = r.params.get("type", media.DICOM).lower()
         elif r.media_type == media.DICOM:
@@ -79,12 +87,15 @@ def negotiate_instances(accept: str | None, syntaxes: set[str]) -> None:
             continue
         syntax = r.params.get("transfer-syntax")
         if syntax is None or syntax == media.ANY_TRANSFER_SYNTAX or syntaxes == {syntax}:
-            return
+            return None
+        if all(can_transcode(stored, syntax) for stored in syntaxes):
+            return syntax
     raise HTTPException(
         status.HTTP_406_NOT_ACCEPTABLE,
-        "instances are served as application/dicom in the transfer syntax they are stored in ("
+        "instances are served as application/dicom as stored ("
         + ", ".join(sorted(syntaxes))
-        + "); transcoding is not available yet",
+        + ") or transcoded losslessly to one of "
+        + ", ".join(sorted(TARGETS)),
     )
 
 
@@ -92,7 +103,9 @@ def retrieve(request: Request, qs: QuerySet[Instance]) -> StreamingResponse:
     rows = list(qs.values_list("storage_key", "size_bytes", "transfer_syntax_uid"))
     if not rows:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such study, series or instance")
-    negotiate_instances(request.headers.get("accept"), {ts for _, _, ts in rows})
+    target = negotiate_instances(request.headers.get("accept"), {ts for _, _, ts in rows})
+    if target is not None:
+        return retrieve_transcoded(rows, target)
     boundary = media.new_boundary()
     heads = [
         media.part_head(boundary, f"{media.DICOM}; transfer-syntax={ts}", size, n == 0)
@@ -113,6 +126,44 @@ def retrieve(request: Request, qs: QuerySet[Instance]) -> StreamingResponse:
         media_type=media.multipart_type(boundary, media.DICOM),
         headers={"Content-Length": str(length)},
     )
+
+
+def retrieve_transcoded(rows: list[tuple[str, int, str]], target: str) -> StreamingResponse:
+    """Instances in `target`, one at a time: each transcoded in memory (bounded by
+    NOCTISPRO_IMAGING_MAX_PIXEL_BYTES), those already in `target` streamed as stored.
+    The first is transcoded before the response starts, so a bad file is a 4xx; a later
+    failure ends the body without its closing boundary rather than drop an instance."""
+    store = get_blob_store()
+    content_type = f"{media.DICOM}; transfer-syntax={target}"
+    boundary = media.new_boundary()
+
+    def transcoded(key: str) -> bytes:
+        return transcode(lambda: store.open(key), target)
+
+    first: bytes | None = None
+    key0, _, ts0 = rows[0]
+    if ts0 != target:
+        try:
+            first = transcoded(key0)
+        except ImagingError as exc:
+            raise http_error(exc) from exc
+
+    def body() -> Iterator[bytes]:
+        for n, (key, size, ts) in enumerate(rows):
+            if ts == target:
+                yield media.part_head(boundary, content_type, size, n == 0)
+                yield from store.open_range(key, 0)
+                continue
+            try:
+                data = first if n == 0 and first is not None else transcoded(key)
+            except ImagingError as exc:
+                log.error("transcoding %s to %s: %s", key, target, exc)
+                return
+            yield media.part_head(boundary, content_type, len(data), n == 0)
+            yield data
+        yield media.closing(boundary)
+
+    return StreamingResponse(body(), media_type=media.multipart_type(boundary, media.DICOM))
 
 
 def metadata(request: Request, qs: QuerySet[Instance]) -> Response:
@@ -245,7 +296,7 @@ def retrieve_bulk_data(
         if isinstance(exc, EncapsulatedBulkData):
             raise HTTPException(
                 status.HTTP_406_NOT_ACCEPTABLE,
-                "compressed pixel data is served as frames, which are not available yet",
+                "compressed pixel data is served as frames: .../instances/{uid}/frames/{list}",
             ) from exc
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
     except NoSuchBulkData as exc:

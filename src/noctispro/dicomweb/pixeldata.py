@@ -65,10 +65,11 @@ _FIELDS = ("sop_instance_uid", "storage_key", "transfer_syntax_uid", "number_of_
 
 def locate(principal: Principal, study: str, series: str, sop: str) -> Located:
     """The instance, through the same scoped lookup as every WADO-RS route; else 404."""
-    row = instances(principal, study, series, sop).values_list(*_FIELDS).first()
-    if row is None:
+    # SOP Instance UIDs are unique: no ORDER BY (and no join it would need) for one row.
+    rows = list(instances(principal, study, series, sop).order_by().values_list(*_FIELDS)[:1])
+    if not rows:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such instance")
-    return Located(*row)
+    return Located(*rows[0])
 
 
 def locate_images(

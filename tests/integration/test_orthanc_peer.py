@@ -360,7 +360,9 @@ def test_retrieve_refused_up_front(api: httpx.Client, peers: tuple[Archive, Orth
     with archive.client("doc", PASSWORD) as doc:
         r = doc.post("/api/v1/nodes/orthanc/retrieve", json={"study_instance_uid": "1.2.3"})
         assert r.status_code == 403
-    count = archive.query("SELECT COUNT(*) FROM jobs_job WHERE payload LIKE '%sender-only%'")
+    count = archive.query(
+        "SELECT COUNT(*) FROM jobs_job WHERE CAST(payload AS TEXT) LIKE ?", ("%sender-only%",)
+    )
     assert count == [(0,)]
 
 

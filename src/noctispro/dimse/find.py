@@ -191,10 +191,9 @@ def read_identifier(ds: Dataset) -> tuple[list[str], list[Key]]:
     return terms, keys
 
 
-def build_query(model: Model, levels: tuple[Level, ...], keys: list[Key]) -> Query:
-    """Check the identifier against the hierarchy (PS3.4 C.4.1.2.2.1) and make a Query."""
-    by_keyword = {k.keyword: k for k in keys if k.keyword}
-    level_key = by_keyword.get("QueryRetrieveLevel")
+def query_retrieve_level(levels: tuple[Level, ...], keys: list[Key]) -> Level:
+    """The identifier's Query/Retrieve Level, which must be one of the model's."""
+    level_key = next((k for k in keys if k.keyword == "QueryRetrieveLevel"), None)
     if level_key is None or not level_key.value:
         raise BadIdentifier(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, "no QueryRetrieveLevel")
     level = next((lv for lv in levels if lv == level_key.value.upper()), None)
@@ -203,6 +202,12 @@ def build_query(model: Model, levels: tuple[Level, ...], keys: list[Key]) -> Que
             IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
             f"QueryRetrieveLevel {level_key.value[:16]} not in this model",
         )
+    return level
+
+
+def build_query(model: Model, levels: tuple[Level, ...], keys: list[Key]) -> Query:
+    """Check the identifier against the hierarchy (PS3.4 C.4.1.2.2.1) and make a Query."""
+    level = query_retrieve_level(levels, keys)
     filters: dict[str, str] = {}
     for key in keys:
         if not key.keyword or key.keyword == "QueryRetrieveLevel":

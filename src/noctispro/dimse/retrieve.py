@@ -43,7 +43,7 @@ from noctispro.accounts.nodes import node_for_ae_title
 from noctispro.accounts.scoping import principal_for_ae
 from noctispro.conf import get_settings
 from noctispro.dimse import access, statuses, store_scu
-from noctispro.dimse.find import BadIdentifier, Key, read_identifier
+from noctispro.dimse.find import BadIdentifier, Key, query_retrieve_level, read_identifier
 from noctispro.index.query import (
     DEPTH,
     UNIQUE_KEYS,
@@ -101,15 +101,7 @@ def retrieve_query(model: Model, levels: tuple[Level, ...], keys: list[Key]) -> 
     Wildcards are not allowed in unique keys.
     """
     by_keyword = {k.keyword: k for k in keys if k.keyword}
-    level_key = by_keyword.get("QueryRetrieveLevel")
-    if level_key is None or not level_key.value:
-        raise BadIdentifier(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, "no QueryRetrieveLevel")
-    level = next((lv for lv in levels if lv == level_key.value.upper()), None)
-    if level is None:
-        raise BadIdentifier(
-            IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
-            f"QueryRetrieveLevel {level_key.value[:16]} not in this model",
-        )
+    level = query_retrieve_level(levels, keys)
     filters: dict[str, str] = {}
     for lv in levels:
         if DEPTH[lv] > DEPTH[level]:

@@ -37,7 +37,10 @@ def database_from_url(url: str) -> dict[str, Any]:
                 "timeout": 30,
                 "init_command": (
                     "PRAGMA journal_mode=WAL;"
-                    "PRAGMA synchronous=NORMAL;"
+                    # FULL: a commit is on disk before the C-STORE-RSP / HTTP 200 that
+                    # acknowledges it (NORMAL may lose the last commits of the WAL on
+                    # power loss, leaving acknowledged blobs without their index rows).
+                    "PRAGMA synchronous=FULL;"
                     "PRAGMA foreign_keys=ON;"
                     "PRAGMA busy_timeout=30000;"
                 ),

@@ -8,6 +8,7 @@ a failure status, in test_dimse_store_wire.py.)
 
 from __future__ import annotations
 
+import struct
 import time
 
 import pytest
@@ -17,7 +18,11 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.dsutils import encode
 from pynetdicom.pdu_primitives import P_DATA
-from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    MRImageStorage,
+    Verification,
+)
 
 from tests.factories import make_ct
 from tests.integration.archive import Archive
@@ -172,3 +177,60 @@ def test_an_a_abort_mid_c_store_leaves_nothing(running_archive: Archive) -> None
     )
     scp_still_serves(running_archive)
     running_archive.assert_consistent()
+
+
+def _start_store(archive: Archive, assoc: Association, cx: int) -> str:
+    """Send a C-STORE-RQ and the first fragments of its data set; return its SOP UID."""
+    ds = make_ct()
+    body = encode(ds, False, True)
+    assert body is not None
+    send_pdv(
+        assoc,
+        cx,
+        COMMAND_LAST,
+        store_command(AffectedSOPClassUID=ds.SOPClassUID, AffectedSOPInstanceUID=ds.SOPInstanceUID),
+    )
+    send_pdv(assoc, cx, DATA, body[:4000])
+    send_pdv(assoc, cx, DATA, body[4000:8000])
+    return str(ds.SOPInstanceUID)
+
+
+def _nothing_kept(archive: Archive, before_spool: set, sop_instance_uid: str) -> None:
+    deadline = time.monotonic() + 10
+    while spool_files(archive) != before_spool and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert spool_files(archive) == before_spool
+    count = archive.query(
+        "SELECT COUNT(*) FROM index_instance WHERE sop_instance_uid = ?", (sop_instance_uid,)
+    )
+    assert count[0][0] == 0
+    scp_still_serves(archive)
+    archive.assert_consistent()
+
+
+def test_a_pdv_item_longer_than_its_pdu_mid_data_set(running_archive: Archive) -> None:
+    """PS3.8 9.3.5: each PDV item lies within its P-DATA-TF PDU. This one claims more."""
+    before_spool = spool_files(running_archive)
+    assoc = connect(running_archive)
+    cx = assoc.accepted_contexts[0].context_id
+    uid = _start_store(running_archive, assoc, cx)
+    item = struct.pack(">I", 4000) + bytes([cx, DATA]) + b"\x00" * 100
+    assert assoc.dul.socket is not None
+    assoc.dul.socket.send(b"\x04\x00" + struct.pack(">I", len(item)) + item)
+    wait_aborted(assoc)
+    _nothing_kept(running_archive, before_spool, uid)
+
+
+def test_a_data_fragment_on_another_context_mid_data_set(running_archive: Archive) -> None:
+    """All fragments of a message travel on its presentation context (PS3.8 9.3.5.1)."""
+    before_spool = spool_files(running_archive)
+    ae = AE(ae_title="BADPEER")
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+    ae.add_requested_context(MRImageStorage, [ExplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", running_archive.dicom_port, ae_title="NOCTISPRO")
+    assert assoc.is_established
+    ct, mr = (cx.context_id for cx in assoc.accepted_contexts)
+    uid = _start_store(running_archive, assoc, ct)
+    send_pdv(assoc, mr, DATA_LAST, b"\x00" * 64)
+    wait_aborted(assoc)
+    _nothing_kept(running_archive, before_spool, uid)

@@ -53,24 +53,35 @@ def dataset_of(ds) -> bytes:
 
 
 def exchange(assoc: Association, *pdus: list[tuple[int, bytes]]) -> tuple[int, str]:
-    """Send the P-DATAs and return the status and error comment of the response.
+    """Send the P-DATAs and return the status and error comment of the response."""
+    (answer,) = exchange_many(assoc, 1, *pdus)
+    return answer
+
+
+def exchange_many(
+    assoc: Association, responses: int, *pdus: list[tuple[int, bytes]]
+) -> list[tuple[int, str]]:
+    """Send the P-DATAs and return the status and error comment of each response.
 
     The requestor's reactor is paused meanwhile, as pynetdicom's send_* methods do,
-    so that it does not take the response off the DIMSE queue first.
+    so that it does not take the responses off the DIMSE queue first.
     """
     assoc._reactor_checkpoint.clear()
     while not assoc._is_paused:
         time.sleep(0.0001)
+    answers = []
     try:
         for pdvs in pdus:
             pdata = P_DATA()
             pdata.presentation_data_value_list.extend(pdvs)
             assoc.dul.send_pdu(pdata)
-        _, rsp = assoc.dimse.get_msg(block=True)
+        for _ in range(responses):
+            _, rsp = assoc.dimse.get_msg(block=True)
+            assert rsp is not None, "no C-STORE response"
+            answers.append((int(rsp.Status), str(rsp.ErrorComment or "")))
     finally:
         assoc._reactor_checkpoint.set()
-    assert rsp is not None, "no C-STORE response"
-    return int(rsp.Status), str(rsp.ErrorComment or "")
+    return answers
 
 
 @pytest.fixture
@@ -123,6 +134,42 @@ def test_command_and_data_in_one_pdata_and_split_command(
     assert status == (0x0000, "")
     for ds in (first, second):
         assert stored(running_archive, ds.SOPInstanceUID)
+    running_archive.assert_consistent()
+
+
+def test_a_data_set_ending_mid_pdu_before_the_next_message(
+    running_archive: Archive, assoc: Association
+) -> None:
+    """The last fragment of one data set, then a whole C-STORE-RQ, in one P-DATA-TF PDU.
+
+    The PDU after the command is read by the SCP straight into the spool file
+    (`reactor.EventDrivenDUL._read_store_data`); what follows the data set in it must
+    still reach the DIMSE layer as the next message.
+    """
+    cx = context_of(assoc, CTImageStorage)
+    first, second = make_ct(), make_ct()
+    data1, data2 = dataset_of(first), dataset_of(second)
+    answers = exchange_many(
+        assoc,
+        2,
+        [(cx, bytes([COMMAND | LAST]) + store_command(1, CTImageStorage, first.SOPInstanceUID))],
+        [(cx, b"\x00" + data1[:4000])],
+        [(cx, b"\x00" + data1[4000:9000])],
+        [
+            (cx, bytes([LAST]) + data1[9000:]),
+            (cx, bytes([COMMAND | LAST]) + store_command(2, CTImageStorage, second.SOPInstanceUID)),
+            (cx, b"\x00" + data2[:3000]),
+        ],
+        [(cx, bytes([LAST]) + data2[3000:])],
+    )
+    assert answers == [(0x0000, ""), (0x0000, "")]
+    for ds in (first, second):
+        assert stored(running_archive, ds.SOPInstanceUID)
+    stored_file = running_archive.query(
+        "SELECT storage_key FROM index_instance WHERE sop_instance_uid = ?",
+        (second.SOPInstanceUID,),
+    )[0][0]
+    assert (running_archive.data_dir / "storage" / stored_file).read_bytes().endswith(data2)
     running_archive.assert_consistent()
 
 

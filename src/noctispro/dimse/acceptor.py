@@ -30,7 +30,7 @@ from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import P_DATA
 
 from noctispro.dimse import access
-from noctispro.dimse.process import AssociationSlots
+from noctispro.dimse.process import AssociationSlots, LoadBoard
 from noctispro.dimse.reactor import EventDrivenAssociation
 from noctispro.dimse.storefast import StoreFastDIMSE
 
@@ -99,17 +99,26 @@ class PacsDIMSEServiceProvider(StoreFastDIMSE):
             self._check_commands(primitive)
             super().receive_primitive(primitive)
         except Exception as exc:
-            message, self.message = self.message, None
-            discard_spool(message)
-            self.discard_incoming()
-            log.warning(
-                "A-ABORT to %s: a DIMSE message that cannot be decoded (%s: %s)",
-                self.assoc.requestor.ae_title,
-                type(exc).__name__,
-                exc,
-            )
-            # Evt19 "invalid PDU": the state machine sends A-ABORT (PS3.8 9.2, AA-8).
-            self.dul.event_queue.put("Evt19")
+            self._abort_undecodable(exc)
+
+    def receive_data_pdu(self, body: memoryview) -> None:
+        try:
+            super().receive_data_pdu(body)
+        except Exception as exc:
+            self._abort_undecodable(exc)
+
+    def _abort_undecodable(self, exc: Exception) -> None:
+        message, self.message = self.message, None
+        discard_spool(message)
+        self.discard_incoming()
+        log.warning(
+            "A-ABORT to %s: a DIMSE message that cannot be decoded (%s: %s)",
+            self.assoc.requestor.ae_title,
+            type(exc).__name__,
+            exc,
+        )
+        # Evt19 "invalid PDU": the state machine sends A-ABORT (PS3.8 9.2, AA-8).
+        self.dul.event_queue.put("Evt19")
 
     def _check_commands(self, primitive: P_DATA) -> None:
         pending: bytes | None = None
@@ -144,6 +153,8 @@ def discard_spool(message: Any) -> bool:
 class PacsAssociation(EventDrivenAssociation):
     #: The slot this association holds, given back when its thread ends.
     slots: AssociationSlots | None = None
+    #: The load board of a group of SCP processes, told when this connection ends.
+    board: LoadBoard | None = None
 
     def run(self) -> None:
         try:
@@ -152,6 +163,9 @@ class PacsAssociation(EventDrivenAssociation):
             slots, self.slots = self.slots, None
             if slots is not None:
                 slots.release()
+            board, self.board = self.board, None
+            if board is not None:
+                board.closed()
             # Every way out, rejections included, gives this thread's connection back.
             connection.close()
 

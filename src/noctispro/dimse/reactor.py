@@ -22,6 +22,7 @@ import queue
 import select
 import socket
 import threading
+import time
 from typing import Any
 
 import pynetdicom.ae
@@ -35,6 +36,8 @@ from noctispro.dimse import storefast
 
 #: Longest a reactor waits without looking at its timers and flags (seconds).
 IDLE_WAIT = 0.05
+#: Largest PDU `_read_store_data` reads when the socket sets no limit of its own.
+MAX_FAST_PDU = 1 << 20
 
 
 class EventDrivenDUL(DULServiceProvider):
@@ -44,6 +47,10 @@ class EventDrivenDUL(DULServiceProvider):
     _wake_send: socket.socket
     #: Set after every state machine action: the user side may have work.
     activity: threading.Event
+    #: The body of the last P-DATA-TF PDU read by `_read_store_data`.
+    _pdu_buffer: bytearray
+    #: The state machine came back to Sta1: the transport connection has closed.
+    transport_ended = False
 
     def __init__(self, assoc: Association) -> None:
         super().__init__(assoc)
@@ -54,8 +61,34 @@ class EventDrivenDUL(DULServiceProvider):
         self._wake_recv.setblocking(False)
         self._wake_send.setblocking(False)
         self.activity = threading.Event()
+        self._pdu_buffer = bytearray()
         # Thread.__init__ bound pynetdicom's loop as the target; run ours.
         self._target = make_target(self.run_reactor)
+
+    def receive_pdu(self, wait: bool = False, timeout: float | None = None) -> Any:
+        """The next primitive for the ACSE, as pynetdicom's; a wait ends with the connection.
+
+        pynetdicom's acceptor waits up to the ACSE timeout (30 s) for the
+        A-ASSOCIATE-RQ even when the peer has closed the connection (a port probe, a
+        health check), and so does a requestor for an answer: a thread and, in a group
+        of SCP processes, a place on the load board for nothing. Here the wait ends
+        (None, as on a timeout) once the transport connection has closed and nothing
+        is left to read.
+        """
+        if not wait:
+            return super().receive_pdu(wait, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = IDLE_WAIT
+            if deadline is not None:
+                step = min(step, max(0.0, deadline - time.monotonic()))
+            primitive = super().receive_pdu(True, step)
+            if primitive is not None:
+                return primitive
+            if self.transport_ended and self.to_user_queue.empty():
+                return None
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
 
     def wake(self) -> None:
         """Make the DUL thread look at its queues now (any thread may call this)."""
@@ -78,6 +111,60 @@ class EventDrivenDUL(DULServiceProvider):
         self.wake()
         if threading.current_thread() is not self:
             self.join()
+        return True
+
+    def _read_pdu_data(self) -> None:
+        if not self._read_store_data():
+            super()._read_pdu_data()
+
+    def _read_store_data(self) -> bool:
+        """Read a P-DATA-TF PDU that continues a C-STORE data set; False: not one.
+
+        Such a PDU changes nothing in the state machine (Sta6 + Evt10 → DT-2 → Sta6),
+        so while storefast receives a data set (and no earlier event waits) its body is
+        read into one reused buffer and its fragments go straight to the spool file
+        (`StoreFastDIMSE.receive_data_pdu`). Anything else — another PDU type, a length
+        past our limit, a TLS socket (no MSG_PEEK) — is left for pynetdicom to read.
+        """
+        dimse = self.assoc.dimse
+        if not isinstance(dimse, storefast.StoreFastDIMSE) or dimse.incoming is None:
+            return False
+        if self.state_machine.current_state != "Sta6" or not self.event_queue.empty():
+            return False
+        transport = self.socket
+        sock = transport.socket if transport is not None else None
+        if sock is None or type(sock) is not socket.socket:
+            return False
+        try:
+            header = sock.recv(6, socket.MSG_PEEK)
+        except OSError:
+            return False
+        if len(header) < 6 or header[0] != 0x04:
+            return False
+        length = int.from_bytes(header[2:6], "big")
+        if length > getattr(transport, "max_receive", MAX_FAST_PDU):
+            return False
+        sock.recv(6)
+        if len(self._pdu_buffer) < length:
+            self._pdu_buffer = bytearray(length)
+        view = memoryview(self._pdu_buffer)[:length]
+        received = 0
+        try:
+            while received < length:
+                count = sock.recv_into(view[received:])
+                if not count:
+                    break
+                received += count
+        except OSError:
+            pass
+        if received < length:
+            logging.getLogger("pynetdicom.dul").error(
+                "Connection closed before the entire PDU was received"
+            )
+            self.event_queue.put("Evt17")  # transport connection closed
+            return True
+        dimse.receive_data_pdu(view)
+        self.activity.set()  # a complete data set is now on the DIMSE queue
         return True
 
     def _wait_for_work(self) -> None:
@@ -131,6 +218,8 @@ class EventDrivenDUL(DULServiceProvider):
                 self._wait_for_work()
                 continue
             self.state_machine.do_action(event)
+            if self.state_machine.current_state == "Sta1":
+                self.transport_ended = True  # Sta1 again: the connection is gone
             self.activity.set()
 
     def _abort_on_error(self) -> None:

@@ -35,6 +35,7 @@ from pynetdicom.pdu_primitives import P_DATA
 from noctispro.core.ingest import Handover, encode_file_meta
 from noctispro.dimse import statuses
 from noctispro.dimse.fastpath import LAST_COMMAND_FRAGMENT, encode_c_store_rsp_fields
+from noctispro.storage.writeback import WRITEBACK_STEP, start_writeback
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -57,6 +58,10 @@ COMMAND_DATA_SET_TYPE = 0x0800
 AFFECTED_SOP_INSTANCE_UID = 0x1000
 MOVE_ORIGINATOR_AE_TITLE = 0x1030
 MOVE_ORIGINATOR_MESSAGE_ID = 0x1031
+
+
+class MalformedPDU(ValueError):
+    pass
 
 
 def parse_command_set(data: bytes | bytearray) -> dict[int, bytes] | None:
@@ -100,6 +105,8 @@ class StoreRequest:
     #: The spool file offered to ingest, with the data set's digest once complete.
     handover: Handover | None = None
     _fd: int | None = field(default=None, repr=False)
+    _written: int = field(default=0, repr=False)
+    _flushed: int = field(default=0, repr=False)
     _sha256: Any = field(default=None, repr=False)
 
     # What pynetdicom's primitives offer, for code that logs requests.
@@ -115,7 +122,7 @@ class StoreRequest:
     def MessageID(self) -> int:
         return self.message_id
 
-    def write(self, pdv: bytes) -> None:
+    def write(self, pdv: bytes | memoryview) -> None:
         """Append a data set fragment (a PDV, its message control header skipped)."""
         if self._fd is None:
             return  # refused already: the data set is read and dropped
@@ -125,8 +132,13 @@ class StoreRequest:
 
     def _write(self, view: memoryview) -> None:
         assert self._fd is not None
+        self._written += len(view)
         while view:
             view = view[os.write(self._fd, view) :]
+        flushed = self._written & ~(WRITEBACK_STEP - 1)
+        if flushed > self._flushed:
+            start_writeback(self._fd, self._flushed, flushed - self._flushed)
+            self._flushed = flushed
 
     def close(self) -> None:
         if self._fd is not None:
@@ -246,8 +258,11 @@ class StoreFastDIMSE(DIMSEServiceProvider):
             header = data[0]
             incoming = self.incoming
             if incoming is not None:
-                if header & COMMAND_FRAGMENT:
-                    log.warning("command fragment inside a C-STORE data set: aborting")
+                if header & COMMAND_FRAGMENT or context_id != incoming.context_id:
+                    log.warning(
+                        "a command fragment or another presentation context inside a "
+                        "C-STORE data set: aborting"
+                    )
                     self.discard_incoming()
                     self.dul.event_queue.put("Evt19")
                     return
@@ -270,6 +285,43 @@ class StoreFastDIMSE(DIMSEServiceProvider):
                 return
             self._command_pdvs = []
             self.incoming = request
+
+    def receive_data_pdu(self, body: memoryview) -> None:
+        """The PDV items of a P-DATA-TF PDU (PS3.8 9.3.5) read while a data set arrives.
+
+        The DUL calls this instead of decoding the PDU into pynetdicom's objects (and
+        copying the fragments three times) when `incoming` is set: the fragments go
+        from the receive buffer to the spool file. `body` is that buffer, reused for
+        the next PDU, so whatever follows the data set in it is copied and handed to
+        `receive_primitive`. Raises MalformedPDU for items that do not fit the PDU.
+        """
+        pdvs: list[tuple[int, memoryview]] = []
+        offset, end = 0, len(body)
+        while offset < end:
+            if end - offset < 6:
+                raise MalformedPDU(f"{end - offset} bytes left after the last PDV item")
+            length = int.from_bytes(body[offset : offset + 4], "big")
+            if length < 2 or offset + 4 + length > end:
+                raise MalformedPDU(f"a PDV item of {length} bytes in {end - offset}")
+            pdvs.append((body[offset + 4], body[offset + 5 : offset + 4 + length]))
+            offset += 4 + length
+        for index, (context_id, data) in enumerate(pdvs):
+            incoming = self.incoming
+            if incoming is None:
+                rest = P_DATA()
+                rest.presentation_data_value_list.extend([(c, bytes(d)) for c, d in pdvs[index:]])
+                self.receive_primitive(rest)
+                return
+            header = data[0]
+            if header & COMMAND_FRAGMENT or context_id != incoming.context_id:
+                raise MalformedPDU(
+                    "a command fragment or another presentation context inside a C-STORE data set"
+                )
+            incoming.write(data)
+            if header & LAST_FRAGMENT:
+                incoming.complete()
+                self.incoming = None
+                self.msg_queue.put((incoming.context_id, incoming))  # type: ignore[arg-type]
 
     def _hand_over(self, rest: list[tuple[int, bytes]]) -> None:
         """Give the message received so far, and the rest of this P-DATA, to pynetdicom."""

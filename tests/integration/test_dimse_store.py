@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -162,6 +163,56 @@ def test_several_scp_processes_share_the_port(new_archive: Archive, tmp_path: Pa
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}"), "an SCP process outlived its parent"
     new_archive.assert_consistent()
+
+
+def _connections_served_by(pid: int, port: int) -> int:
+    """Established TCP connections on local `port` whose socket process `pid` holds."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "01" and fields[9] in inodes:
+                count += 1
+    return count
+
+
+def test_parallel_associations_are_spread_over_the_scp_processes(new_archive: Archive) -> None:
+    """4 associations on 2 SCP processes: 2 each (one process runs one thread at a time).
+
+    With SO_REUSEPORT the kernel's hash put 3 or 4 of them on one process about half
+    the time; the processes now share one listening socket and the least busy accepts.
+    A port probe (connect, close: what `wait_for_port` and health checks do) must not
+    count as a connection for the 30 s pynetdicom would wait for its A-ASSOCIATE-RQ.
+    """
+    proc = new_archive.start("dicom", "--processes", "2")
+    deadline = time.monotonic() + 60
+    while True:
+        pids = set(re.findall(r"listening on \S+ \(pid (\d+)\)", new_archive.output("dicom")))
+        if len(pids) == 2:
+            break
+        assert time.monotonic() < deadline, new_archive.output("dicom")
+        time.sleep(0.1)
+    socket.create_connection(("127.0.0.1", new_archive.dicom_port)).close()
+    time.sleep(0.5)
+    held = [new_archive.associate([Verification], calling_ae=f"PAR{n}") for n in range(4)]
+    try:
+        for assoc in held:
+            assert assoc.send_c_echo().Status == 0x0000
+        served = sorted(_connections_served_by(int(pid), new_archive.dicom_port) for pid in pids)
+        assert served == [2, 2], new_archive.output("dicom")[-3000:]
+    finally:
+        for assoc in held:
+            assoc.release()
+    assert new_archive.stop(proc) == 0
 
 
 def test_a_huge_declared_pdu_length_closes_the_connection(running_archive: Archive) -> None:

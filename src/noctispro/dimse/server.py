@@ -13,6 +13,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from noctispro.core.ingest import InstanceRejected, Origin, encode_file_meta, st
 from noctispro.dimse import acceptor, access, fastpath, reactor, retrieve, statuses, storefast, tls
 from noctispro.dimse.commitment import STORAGE_COMMITMENT_PUSH_MODEL, handle_n_action
 from noctispro.dimse.find import QR_FIND_MODELS, handle_find
-from noctispro.dimse.process import AssociationSlots, serve_shared_port
+from noctispro.dimse.process import AssociationSlots, LoadBoard, serve_shared_port
 from noctispro.dimse.worklist import MODALITY_WORKLIST_FIND, handle_worklist_find
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,10 @@ dimse_messages.create_file_meta = _spool_file_meta  # type: ignore[assignment]
 dimse_messages.write_file_meta_info = _write_spool_file_meta  # type: ignore[assignment]
 
 
+#: How long a busier SCP process leaves a new connection to a less busy one (seconds).
+DEFER_ACCEPT = 0.05
+
+
 def set_nodelay(sock: socket.socket | None) -> None:
     """Turn Nagle off: DIMSE is request/response, and delayed ACKs cost ~40 ms each."""
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -114,9 +119,19 @@ class PacsAssociationSocket(AssociationSocket):
 
 class PacsRequestHandler(RequestHandler):
     def handle(self) -> None:
-        if isinstance(self.request, ssl.SSLSocket) and not self._tls_handshake(self.request):
-            return
-        super().handle()
+        # A connection counts on its process's load board from its accept to the end
+        # of its association thread (acceptor.PacsAssociation.run), or to here if no
+        # association thread starts.
+        board: LoadBoard | None = getattr(self.server, "board", None)
+        started = False
+        try:
+            if isinstance(self.request, ssl.SSLSocket) and not self._tls_handshake(self.request):
+                return
+            super().handle()
+            started = True
+        finally:
+            if board is not None and not started:
+                board.closed()
 
     def _tls_handshake(self, sock: ssl.SSLSocket) -> bool:
         """The TLS handshake, in this connection's thread and bounded by the ACSE timeout.
@@ -143,23 +158,15 @@ class PacsRequestHandler(RequestHandler):
         assoc.dul.socket.__class__ = PacsAssociationSocket
         reactor.make_event_driven(assoc)
         acceptor.adopt(assoc)
+        assert isinstance(assoc, acceptor.PacsAssociation)
+        assoc.board = getattr(self.server, "board", None)
         return assoc
 
 
 class PacsAssociationServer(ThreadedAssociationServer):
-    #: Several SCP processes share one port (SO_REUSEPORT: the kernel spreads the
-    #: connections). Only when asked, so a stray second instance still fails to bind.
-    reuse_port = False
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("request_handler", PacsRequestHandler)
         super().__init__(*args, **kwargs)
-
-    def server_bind(self) -> None:
-        if self.reuse_port:
-            assert self.socket is not None
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
 
     def get_request(self) -> tuple[socket.socket, Any]:
         assert self.socket is not None
@@ -169,6 +176,50 @@ class PacsAssociationServer(ThreadedAssociationServer):
                 client, server_side=True, do_handshake_on_connect=False
             )
         return client, address
+
+
+class SharedListenerServer(PacsAssociationServer):
+    """One of several SCP processes accepting from a listening socket made by the parent.
+
+    The least busy process takes each connection (`process.LoadBoard`): a busier one
+    lets a pending connection wait up to DEFER_ACCEPT for the others, then takes it
+    itself (a less busy process may be stuck).
+    """
+
+    listener: socket.socket
+    board: LoadBoard
+    _streak_start: float | None = None
+    _streak_last = 0.0
+
+    def server_bind(self) -> None:
+        assert self.socket is not None
+        self.socket.close()  # the one socketserver made; the inherited one is bound
+        self.socket = self.listener
+        # Every process wakes for a connection; those that lose the race get EAGAIN.
+        self.socket.setblocking(False)
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        pass  # the parent made it listen
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        if not self.board.is_least_busy():
+            now = time.monotonic()
+            if self._streak_start is None or now - self._streak_last > 0.01:
+                self._streak_start = now
+            self._streak_last = now
+            if now - self._streak_start < DEFER_ACCEPT:
+                time.sleep(0.001)  # the loop selects again at once: do not spin
+                raise BlockingIOError("left for a less busy SCP process")
+        self._streak_start = None
+        client, address = super().get_request()
+        self.board.opened()
+        return client, address
+
+    def server_close(self) -> None:
+        # No shutdown(): it would stop the other processes' accepts on the shared socket.
+        assert self.socket is not None
+        self.socket.close()
 
 
 def _on_association_end(event: evt.Event) -> None:
@@ -306,29 +357,38 @@ def start(
     *,
     port: int | None = None,
     handlers: list[Any] | None = None,
-    reuse_port: bool = False,
+    listeners: list[socket.socket] | None = None,
+    board: LoadBoard | None = None,
     slots: AssociationSlots | None = None,
 ) -> list[ThreadedAssociationServer]:
     """Start the SCP in background threads and return its servers: plain TCP, then TLS.
 
     The TLS port (when configured) serves the same contexts with the same handlers and
-    counts against the same association limit.
+    counts against the same association limit. `listeners` (one per port, in that
+    order) and `board`: the sockets and load board shared by a group of processes
+    (`serve_processes`); without them each port is bound here.
     """
     PacsAssociationSocket.max_receive = max(settings.dicom_max_pdu, 1 << 20)
     ae = build_ae(settings)
     ae.association_slots = slots or AssociationSlots(settings.dicom_max_associations)
-    server_class = type("SharedPortServer", (PacsAssociationServer,), {"reuse_port": True})
     ports: list[tuple[int, ssl.SSLContext | None]] = [
         (settings.dicom_port if port is None else port, None)
     ]
     if settings.dicom_tls_enabled:
         ports.append((settings.dicom_tls_port, tls.server_context(settings)))
     servers = []
-    for number, context in ports:
+    for n, (number, context) in enumerate(ports):
+        server_class: type[PacsAssociationServer] = PacsAssociationServer
+        if listeners is not None and board is not None:
+            server_class = type(
+                "SharedListenerServer",
+                (SharedListenerServer,),
+                {"listener": listeners[n], "board": board},
+            )
         server = ae.make_server(
             (settings.bind, number),
             evt_handlers=HANDLERS if handlers is None else handlers,
-            server_class=server_class if reuse_port else PacsAssociationServer,
+            server_class=server_class,
             ssl_context=context,
         )
         ae._servers.append(server)  # pynetdicom's shutdown() takes it off this list
@@ -344,11 +404,12 @@ def serve(
     settings: Settings,
     stop: threading.Event,
     *,
-    reuse_port: bool = False,
+    listeners: list[socket.socket] | None = None,
+    board: LoadBoard | None = None,
     slots: AssociationSlots | None = None,
 ) -> None:
     """Run the SCP until `stop` is set."""
-    servers = start(settings, reuse_port=reuse_port, slots=slots)
+    servers = start(settings, listeners=listeners, board=board, slots=slots)
     log.info(
         "DICOM SCP %s listening on %s:%s (pid %s)",
         settings.ae_title,
@@ -372,6 +433,12 @@ def serve(
         log.info("DICOM SCP stopped")
 
 
+def listen(bind: str, port: int) -> socket.socket:
+    """A listening socket for a group of SCP processes (they inherit it: one accept queue)."""
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    return socket.create_server((bind, port), family=family, backlog=128)
+
+
 def serve_processes(settings: Settings, processes: int, stop: threading.Event) -> int:
     """Run `processes` SCP processes on one port so parallel associations use every core.
 
@@ -386,8 +453,14 @@ def serve_processes(settings: Settings, processes: int, stop: threading.Event) -
 
     context = multiprocessing.get_context("spawn")
     slots = AssociationSlots(settings.dicom_max_associations)
+    board = LoadBoard(processes)
+    listeners = [listen(settings.bind, settings.dicom_port)]
+    if settings.dicom_tls_enabled:
+        listeners.append(listen(settings.bind, settings.dicom_tls_port))
     children = [
-        context.Process(target=serve_shared_port, args=(slots,), name=f"dicom-{n}")
+        context.Process(
+            target=serve_shared_port, args=(slots, board, n, listeners), name=f"dicom-{n}"
+        )
         for n in range(processes)
     ]
     for child in children:
@@ -413,4 +486,6 @@ def serve_processes(settings: Settings, processes: int, stop: threading.Event) -
         if child.is_alive():
             child.kill()
             child.join()
+    for listener in listeners:
+        listener.close()
     return code

@@ -159,49 +159,71 @@ def make_target(name: str, args: argparse.Namespace) -> Target:
     raise ValueError(name)
 
 
-def run_target(name: str, args: argparse.Namespace, data: InstanceSet, workdir: Path) -> list[Run]:
+def run_once(
+    name: str,
+    associations: int,
+    rep: int,
+    args: argparse.Namespace,
+    data: InstanceSet,
+    workdir: Path,
+) -> Run:
+    target = make_target(name, args)
+    rundir = workdir / f"{name}-{associations}assoc-{rep}"
+    rundir.mkdir(parents=True)
+    try:
+        target.start(rundir, associations)
+        # Start every timed run with no dirty pages left by the generator or an
+        # earlier run (storescp does not fsync, so its writes stay dirty).
+        os.sync()
+        seconds = send(
+            data,
+            target,
+            associations,
+            pdu=args.pdu,
+            nodelay=not args.no_nodelay,
+            logdir=rundir,
+        )
+        verify(target, data)
+    finally:
+        target.stop()
+    run = Run(
+        target=name,
+        associations=associations,
+        repeat=rep,
+        images=data.count,
+        bytes=data.total_bytes,
+        seconds=seconds,
+        mode=target.mode(associations),
+    )
+    print(
+        f"  {name:<10} {associations} assoc  run {rep + 1}/{args.repeat}: "
+        f"{run.seconds:7.2f} s  {run.images_per_s:8.1f} images/s  "
+        f"{run.mb_per_s:7.1f} MB/s  [{run.mode}]",
+        flush=True,
+    )
+    if not args.keep:
+        shutil.rmtree(rundir, ignore_errors=True)
+    return run
+
+
+def run_all(
+    args: argparse.Namespace, data: InstanceSet, workdir: Path
+) -> tuple[list[Run], dict[str, str]]:
+    """Every case, the targets taking turns (repeat by repeat) so that a machine whose
+    speed drifts during the run (a shared VM) does not favour the target measured first."""
     runs: list[Run] = []
-    counts = sorted({1, args.parallel})
-    for associations in counts:
-        for rep in range(args.repeat):
-            target = make_target(name, args)
-            rundir = workdir / f"{name}-{associations}assoc-{rep}"
-            rundir.mkdir(parents=True)
-            try:
-                target.start(rundir, associations)
-                # Start every timed run with no dirty pages left by the generator or an
-                # earlier run (storescp does not fsync, so its writes stay dirty).
-                os.sync()
-                seconds = send(
-                    data,
-                    target,
-                    associations,
-                    pdu=args.pdu,
-                    nodelay=not args.no_nodelay,
-                    logdir=rundir,
-                )
-                verify(target, data)
-            finally:
-                target.stop()
-            run = Run(
-                target=name,
-                associations=associations,
-                repeat=rep,
-                images=data.count,
-                bytes=data.total_bytes,
-                seconds=seconds,
-                mode=target.mode(associations),
-            )
-            runs.append(run)
-            print(
-                f"  {name:<10} {associations} assoc  run {rep + 1}/{args.repeat}: "
-                f"{run.seconds:7.2f} s  {run.images_per_s:8.1f} images/s  "
-                f"{run.mb_per_s:7.1f} MB/s  [{run.mode}]",
-                flush=True,
-            )
-            if not args.keep:
-                shutil.rmtree(rundir, ignore_errors=True)
-    return runs
+    skipped: dict[str, str] = {}
+    for rep in range(args.repeat):
+        for associations in sorted({1, args.parallel}):
+            for name in args.targets:
+                if name in skipped:
+                    continue
+                try:
+                    runs.append(run_once(name, associations, rep, args, data, workdir))
+                except TargetUnavailable as exc:
+                    skipped[name] = str(exc)
+                    print(f"  {name}: SKIPPED - {exc}", flush=True)
+    return runs, skipped
 
 
 def summarise(runs: list[Run]) -> dict[tuple[str, int], dict[str, float | int | str]]:
@@ -330,14 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             f"associations: {sorted({1, args.parallel})}, repeats: {args.repeat}\n",
             flush=True,
         )
-        runs: list[Run] = []
-        skipped: dict[str, str] = {}
-        for name in args.targets:
-            try:
-                runs += run_target(name, args, data, workdir)
-            except TargetUnavailable as exc:
-                skipped[name] = str(exc)
-                print(f"  {name}: SKIPPED - {exc}", flush=True)
+        runs, skipped = run_all(args, data, workdir)
         summary = summarise(runs)
         print()
         print_table(summary, skipped)

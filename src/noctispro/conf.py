@@ -94,7 +94,8 @@ class Settings(BaseSettings):
     dicom_dimse_timeout: float = 60.0
     # Across every SCP process and both ports (PS3.8 9.3.4 local limit exceeded).
     dicom_max_associations: int = Field(default=32, ge=1)
-    dicom_processes: int = Field(default=1, ge=1, le=64)
+    # Default: one per core, at most 4 (each process runs one Python thread at a time).
+    dicom_processes: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 4), ge=1, le=64)
     # None: on in development, off in production (see dimse/access.py).
     dicom_accept_unknown: bool | None = None
     dicom_check_called_ae: bool = False

@@ -88,8 +88,11 @@ def wait_log(archive: Archive, text: str, timeout: float = 20) -> bool:
 def test_serve_says_where_tls_listens(tls_archive: Archive) -> None:
     out = tls_archive.wait_output("NoctisPro is running")
     assert f"NOCTISPRO@127.0.0.1:{tls_archive.dicom_tls_port} (TLS)" in out
-    log = (tls_archive.data_dir / "logs" / "dicom.log").read_text()
-    assert f"DICOM TLS SCP NOCTISPRO listening on 127.0.0.1:{tls_archive.dicom_tls_port}" in log
+    line = f"DICOM TLS SCP NOCTISPRO listening on 127.0.0.1:{tls_archive.dicom_tls_port}"
+    deadline = time.monotonic() + 30  # each SCP process logs it once it serves
+    while line not in (log := (tls_archive.data_dir / "logs" / "dicom.log").read_text()):
+        assert time.monotonic() < deadline, log
+        time.sleep(0.1)
 
 
 def test_dcmtk_echoscu_and_storescu_over_tls(

@@ -77,6 +77,7 @@ dimse_messages.write_file_meta_info = _write_spool_file_meta  # type: ignore[ass
 
 #: How long a busier SCP process leaves a new connection to a less busy one (seconds).
 DEFER_ACCEPT = 0.05
+LISTEN_BACKLOG = 128
 
 
 def set_nodelay(sock: socket.socket | None) -> None:
@@ -200,7 +201,10 @@ class SharedListenerServer(PacsAssociationServer):
         self.server_address = self.socket.getsockname()
 
     def server_activate(self) -> None:
-        pass  # the parent made it listen
+        # The parent only bound it: the port takes connections once an SCP is ready
+        # (listen() again on a listening socket changes nothing).
+        assert self.socket is not None
+        self.socket.listen(LISTEN_BACKLOG)
 
     def get_request(self) -> tuple[socket.socket, Any]:
         if not self.board.is_least_busy():
@@ -433,10 +437,18 @@ def serve(
         log.info("DICOM SCP stopped")
 
 
-def listen(bind: str, port: int) -> socket.socket:
-    """A listening socket for a group of SCP processes (they inherit it: one accept queue)."""
+def bound_socket(bind: str, port: int) -> socket.socket:
+    """The socket a group of SCP processes accepts from (one accept queue): bound here,
+    listening once the first of them is ready (`SharedListenerServer.server_activate`)."""
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
-    return socket.create_server((bind, port), family=family, backlog=128)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((bind, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def serve_processes(settings: Settings, processes: int, stop: threading.Event) -> int:
@@ -454,9 +466,9 @@ def serve_processes(settings: Settings, processes: int, stop: threading.Event) -
     context = multiprocessing.get_context("spawn")
     slots = AssociationSlots(settings.dicom_max_associations)
     board = LoadBoard(processes)
-    listeners = [listen(settings.bind, settings.dicom_port)]
+    listeners = [bound_socket(settings.bind, settings.dicom_port)]
     if settings.dicom_tls_enabled:
-        listeners.append(listen(settings.bind, settings.dicom_tls_port))
+        listeners.append(bound_socket(settings.bind, settings.dicom_tls_port))
     children = [
         context.Process(
             target=serve_shared_port, args=(slots, board, n, listeners), name=f"dicom-{n}"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,11 +27,12 @@ from pydicom import dcmread
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config, build_context, evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.presentation import PresentationContext
 
 from noctispro import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from noctispro.conf import get_settings
-from noctispro.dimse import tls
+from noctispro.dimse import fastpath, tls
 from noctispro.storage import get_blob_store
 
 if TYPE_CHECKING:
@@ -190,9 +192,9 @@ class InstanceSender:
         self.originator_ae = originator_ae
         self.originator_message_id = originator_message_id
         self._message_id = first_message_id
-        # (SOP class, transfer syntax) -> whether that exact pair was accepted with us as SCU.
-        self._accepted: set[tuple[str, str]] = {
-            (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+        # (SOP class, transfer syntax) accepted with us as SCU -> its context ID.
+        self._accepted: dict[tuple[str, str], int] = {
+            (str(cx.abstract_syntax), str(cx.transfer_syntax[0])): int(cx.context_id or 0)
             for cx in assoc.accepted_contexts
             if cx.as_scu
         }
@@ -225,6 +227,11 @@ class InstanceSender:
             convert_to = alternatives[0]
         try:
             with stored_file(item.storage_key) as path:
+                if convert_to is None:
+                    offset = dataset_offset(path)
+                    if offset is not None:
+                        context_id = self._accepted[(item.sop_class_uid, stored)]
+                        return self._send_as_stored(item, context_id, path, offset)
                 dataset: Any = path
                 if convert_to is not None:
                     # Between Explicit and Implicit VR Little Endian: pynetdicom re-encodes.
@@ -246,6 +253,53 @@ class InstanceSender:
         status = int(rsp.Status)
         comment = str(rsp.get("ErrorComment", "") or "")
         return Sent(status, comment)
+
+    def _send_as_stored(self, item: Outgoing, context_id: int, path: Path, offset: int) -> Sent:
+        """C-STORE the data set of a stored file as it is: command set encoded by hand,
+        the file streamed after its file meta (`dimse.fastpath`), the response awaited
+        as pynetdicom's `send_c_store` does (its reactor paused meanwhile)."""
+        assoc = self.assoc
+        max_pdu = assoc.dimse.maximum_pdu_size
+        command = fastpath.encode_c_store_rq_fields(
+            sop_class_uid=item.sop_class_uid,
+            sop_instance_uid=item.sop_instance_uid,
+            message_id=self._next_message_id(),
+            originator_ae=self.originator_ae or "",
+            originator_message_id=self.originator_message_id,
+        )
+        data = fastpath.file_chunks(path, offset, max_pdu - fastpath.PDV_HEADER if max_pdu else 0)
+        assoc._reactor_checkpoint.clear()
+        while not assoc._is_paused:
+            time.sleep(0.0001)
+        try:
+            try:
+                for pdata in fastpath.message_pdatas(context_id, max_pdu, command, data):
+                    assoc.dul.send_pdu(pdata)
+            except OSError as exc:
+                # Part of the message is out: the association cannot go on (PS3.8 9.3.5).
+                log.error("C-STORE of %s broke off: %s", item.sop_instance_uid, exc)
+                assoc.abort()
+                return Sent(None, f"the stored file could not be read: {exc}")
+            _, rsp = assoc.dimse.get_msg(block=True)
+        finally:
+            assoc._reactor_checkpoint.set()
+        if rsp is None:
+            assoc._handle_no_response()
+            return Sent(None, "no C-STORE response (timeout or abort)")
+        if not isinstance(rsp, C_STORE) or not rsp.is_valid_response:
+            assoc.abort()
+            return Sent(None, "an invalid response to the C-STORE")
+        return Sent(int(rsp.Status or 0), str(rsp.ErrorComment or ""))
+
+
+def dataset_offset(path: Path) -> int | None:
+    """Where the data set starts in a stored file (after the preamble and our file meta,
+    whose group length comes first, PS3.10 7.1); None for a file not laid out so."""
+    with open(path, "rb") as f:
+        head = f.read(144)
+    if len(head) < 144 or head[128:140] != b"DICM\x02\x00\x00\x00UL\x04\x00":
+        return None
+    return 144 + int.from_bytes(head[140:144], "little")
 
 
 @dataclass

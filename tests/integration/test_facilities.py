@@ -53,6 +53,7 @@ def two_facilities(running_archive: Archive, tmp_path_factory) -> dict[str, dict
         a.storescu(path, calling_ae=calling_ae)
         studies[facility] = {
             "study": ds.StudyInstanceUID,
+            "series": ds.SeriesInstanceUID,
             "sop": ds.SOPInstanceUID,
             "patient": f"{facility}^Patient",
         }
@@ -110,7 +111,24 @@ def web_file(api: httpx.Client, web: httpx.Client, s: dict[str, str]) -> bool:
     return r.status_code == 200
 
 
+def _instance_image(suffix: str) -> Route:
+    """A single-image DICOMweb resource (served by `dicomweb.shortcut` for bearer tokens)."""
+
+    def route(api: httpx.Client, web: httpx.Client, s: dict[str, str]) -> bool:
+        url = f"/dicom-web/studies/{s['study']}/series/{s['series']}/instances/{s['sop']}{suffix}"
+        r = api.get(url)
+        assert r.status_code in (200, 404), r.text
+        assert r.status_code != 200 or r.headers["content-type"] == "image/jpeg"
+        return r.status_code == 200
+
+    return route
+
+
 ROUTES: dict[str, Route] = {
+    "GET /dicom-web/.../instances/{uid}/rendered": _instance_image("/rendered"),
+    "GET /dicom-web/.../frames/1/rendered": _instance_image("/frames/1/rendered"),
+    "GET /dicom-web/.../instances/{uid}/thumbnail": _instance_image("/thumbnail"),
+    "GET /dicom-web/.../frames/1/thumbnail": _instance_image("/frames/1/thumbnail"),
     "GET /api/v1/dicom/studies/{uid}/metadata": api_metadata,
     "GET /api/v1/dicom/instances/{uid}/file": api_file,
     "GET / (study list)": web_list,

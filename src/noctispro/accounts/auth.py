@@ -6,6 +6,7 @@ and algorithm confusion are refused) and must carry exp, iat, aud and iss.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,6 +21,7 @@ from noctispro.accounts.models import AuthFailure, User
 from noctispro.conf import get_settings
 
 ALGORITHM = "HS256"
+_USER_BY_ID = "SELECT * FROM accounts_user WHERE id = %s"
 AUDIENCE = "noctispro-api"
 ISSUER = "noctispro"
 
@@ -97,10 +99,23 @@ def issue_token(user: User) -> IssuedToken:
     return IssuedToken(access_token=token, expires_in=s.token_ttl_seconds)
 
 
-def user_for_token(token: str) -> User:
+#: Claims of tokens whose signature and claims checked out, by token. A token's
+#: signature never changes, so only its expiry is checked again on a hit; the user it
+#: names is read from the database on every request. Bounded: cleared when full.
+_verified: dict[str, dict[str, Any]] = {}
+_VERIFIED_MAX = 4096
+
+
+def _claims(token: str) -> dict[str, Any]:
+    claims = _verified.get(token)
+    if claims is not None:
+        if claims["exp"] > time.time():
+            return claims
+        _verified.pop(token, None)
+        raise InvalidToken("token has expired")
     s = get_settings()
     try:
-        claims: dict[str, Any] = jwt.decode(
+        claims = jwt.decode(
             token,
             s.effective_secret_key(),
             algorithms=[ALGORITHM],
@@ -112,10 +127,23 @@ def user_for_token(token: str) -> User:
         raise InvalidToken("token has expired") from exc
     except jwt.PyJWTError as exc:
         raise InvalidToken("token is not valid") from exc
+    assert claims is not None
+    if len(_verified) >= _VERIFIED_MAX:
+        _verified.clear()
+    _verified[token] = claims
+    return claims
+
+
+def user_for_token(token: str) -> User:
+    claims = _claims(token)
     try:
-        user = User.objects.get(pk=int(claims["sub"]))
-    except (User.DoesNotExist, ValueError) as exc:
+        # raw(): the ORM would spend ~0.15 ms compiling this one-row lookup, per request.
+        rows = list(User.objects.raw(_USER_BY_ID, [int(claims["sub"])]))
+    except ValueError as exc:
         raise InvalidToken("token names no user") from exc
+    if not rows:
+        raise InvalidToken("token names no user")
+    user = rows[0]
     if not user.is_active:
         raise InvalidToken("user is disabled")
     # A token issued before the password changed is no longer good.

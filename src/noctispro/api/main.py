@@ -23,6 +23,7 @@ from noctispro.api.routers import (  # noqa: E402
     orders,
 )
 from noctispro.dicomweb import routes as dicomweb  # noqa: E402
+from noctispro.dicomweb.shortcut import SingleImageShortcut  # noqa: E402
 
 
 def create_app() -> FastAPI:
@@ -52,6 +53,8 @@ def create_app() -> FastAPI:
     app.include_router(v1)
     app.include_router(dicomweb.router)
     app.include_router(dicomweb.wado_uri)
+    # Innermost: CORS and the body limit (added after it) wrap it like every route.
+    app.add_middleware(SingleImageShortcut)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -201,7 +201,7 @@ def run_once(
         f"{run.mb_per_s:7.1f} MB/s  [{run.mode}]",
         flush=True,
     )
-    if not args.keep:
+    if not args.keep and not args.keep_stores:
         shutil.rmtree(rundir, ignore_errors=True)
     return run
 
@@ -316,6 +316,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=None, help="parent of the temp dir")
     p.add_argument("--json", type=Path, default=None, help="results file [bench/results/...]")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (data, stores, logs)")
+    p.add_argument(
+        "--delete-between",
+        dest="keep_stores",
+        action="store_false",
+        help="delete each run's store before the next run (default: all at the end; see README)",
+    )
     args = p.parse_args(argv)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = set(args.targets) - set(TARGET_NAMES)
@@ -347,9 +353,14 @@ def main(argv: list[str] | None = None) -> int:
             f"  generated {data.count} instances, {data.total_bytes / 1e6:.1f} MB, "
             f"in {time.perf_counter() - t0:.1f} s -> {data.root}"
         )
+        stores = len(args.targets) * len({1, args.parallel}) * args.repeat
+        if args.keep_stores and shutil.disk_usage(workdir).free < 1.2 * stores * data.total_bytes:
+            args.keep_stores = False
+            print("  not enough free disk to keep every run's store: deleting between runs")
         print(
             f"  storescu -pdu {args.pdu}, TCP_NODELAY={0 if args.no_nodelay else 1}, "
-            f"associations: {sorted({1, args.parallel})}, repeats: {args.repeat}\n",
+            f"associations: {sorted({1, args.parallel})}, repeats: {args.repeat}, "
+            f"stores deleted {'at the end' if args.keep_stores else 'after each run'}\n",
             flush=True,
         )
         runs, skipped = run_all(args, data, workdir)

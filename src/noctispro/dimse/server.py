@@ -257,8 +257,24 @@ def handle_echo(event: evt.Event) -> int:
     return statuses.SUCCESS
 
 
+_upkeep = threading.local()
+
+
+def connection_upkeep() -> None:
+    """Django's per-request connection upkeep (`close_old_connections`) for a C-STORE:
+    at most once a second per association thread, or at once after a database error.
+
+    It costs about 0.1 ms per call (and makes the next query a health check on
+    PostgreSQL); a stream of C-STOREs on one association does not need it each time.
+    """
+    now = time.monotonic()
+    if connection.errors_occurred or now - getattr(_upkeep, "at", -60.0) >= 1.0:
+        close_old_connections()
+        _upkeep.at = now
+
+
 def handle_store(event: evt.Event) -> Dataset | int:
-    close_old_connections()
+    connection_upkeep()
     requestor = event.assoc.requestor
     origin = Origin(
         channel="dimse",

@@ -44,9 +44,8 @@ def _bearer(scope: Scope) -> str | None:
 
 def _serve(request: Request, token: str, match: re.Match[str]) -> Response | None:
     """The endpoint's response, or None to let FastAPI answer (errors included)."""
-    close_old_connections()
     try:
-        caller = get_caller(request, token)
+        caller = get_caller(request, token)  # which starts with Django's connection upkeep
         study, series, sop = match["study"], match["series"], match["sop"]
         frame, kind = match["frame"], match["kind"]
         if kind == "rendered":

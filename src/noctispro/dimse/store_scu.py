@@ -271,14 +271,16 @@ class InstanceSender:
         assoc._reactor_checkpoint.clear()
         while not assoc._is_paused:
             time.sleep(0.0001)
+        sent = 0
         try:
             try:
                 for pdata in fastpath.message_pdatas(context_id, max_pdu, command, data):
                     assoc.dul.send_pdu(pdata)
+                    sent += 1
             except OSError as exc:
-                # Part of the message is out: the association cannot go on (PS3.8 9.3.5).
                 log.error("C-STORE of %s broke off: %s", item.sop_instance_uid, exc)
-                assoc.abort()
+                if sent:  # part of the message is out: the association cannot go on
+                    assoc.abort()
                 return Sent(None, f"the stored file could not be read: {exc}")
             _, rsp = assoc.dimse.get_msg(block=True)
         finally:

@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 from pydicom.uid import generate_uid
@@ -292,24 +293,35 @@ def main() -> int:
     try:
         print(f"generating {args.series_size} + {args.studies} instances in {workdir}")
         uids = generate(workdir / "data", args.series_size, args.studies)
-        targets = {"noctispro": NoctisPro, "orthanc": Orthanc}
-        for name in args.targets.split(","):
-            print(f"running {name} ...", flush=True)
-            try:
-                results["targets"][name] = run_target(  # type: ignore[index]
-                    targets[name](), workdir / "data", uids, args, workdir / name
-                )
-            except TargetUnavailable as exc:
-                print(f"  SKIPPED: {exc}")
+        results["targets"] = run_targets(run_target, uids, args, workdir)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     report(results)
+    save_results("dicomweb", results)
+    return 0
+
+
+def run_targets(run: Callable[..., dict], uids: Any, args: Any, workdir: Path) -> dict:
+    """`run(target, data dir, uids, args, target's workdir)` for each of `--targets`,
+    NoctisPro (`serve`) and Orthanc with its DICOMweb plugin; one that cannot start is
+    skipped. Shared with bench/rendered."""
+    classes = {"noctispro": NoctisPro, "orthanc": Orthanc}
+    done: dict[str, dict] = {}
+    for name in args.targets.split(","):
+        print(f"running {name} ...", flush=True)
+        try:
+            done[name] = run(classes[name](), workdir / "data", uids, args, workdir / name)
+        except TargetUnavailable as exc:
+            print(f"  SKIPPED: {exc}")
+    return done
+
+
+def save_results(kind: str, results: dict) -> None:
     out = REPO_ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    (out / f"dicomweb-{stamp}.json").write_text(json.dumps(results, indent=2))
-    return 0
+    (out / f"{kind}-{stamp}.json").write_text(json.dumps(results, indent=2))
 
 
 def report(results: dict) -> None:

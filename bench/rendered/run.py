@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import shutil
 import statistics
 import sys
@@ -44,8 +43,8 @@ if str(REPO_ROOT) not in sys.path:
 
 from tests.factories import make_ct, write  # noqa: E402
 
-from bench.common import BenchError, TargetUnavailable, machine_facts  # noqa: E402
-from bench.dicomweb.run import NoctisPro, Orthanc, storescu  # noqa: E402
+from bench.common import BenchError, machine_facts  # noqa: E402
+from bench.dicomweb.run import run_targets, save_results, storescu  # noqa: E402
 from bench.render.run import phantom  # noqa: E402
 
 MULTIFRAME_SC = "1.2.840.10008.5.1.4.1.1.7.3"  # Multi-frame Grayscale Word SC Image Storage
@@ -173,23 +172,12 @@ def main() -> int:
     try:
         print(f"generating {args.images} slices + a {args.frames}-frame instance in {workdir}")
         uids = generate(workdir / "data", args.images, args.frames, args.frame_size)
-        targets = {"noctispro": NoctisPro, "orthanc": Orthanc}
-        for name in args.targets.split(","):
-            print(f"running {name} ...", flush=True)
-            try:
-                results["targets"][name] = run_target(  # type: ignore[index]
-                    targets[name](), workdir / "data", uids, args, workdir / name
-                )
-            except TargetUnavailable as exc:
-                print(f"  SKIPPED: {exc}")
+        results["targets"] = run_targets(run_target, uids, args, workdir)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     report(results)
-    out = REPO_ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    (out / f"rendered-{stamp}.json").write_text(json.dumps(results, indent=2))
+    save_results("rendered", results)
     return 0
 
 

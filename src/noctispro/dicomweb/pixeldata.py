@@ -89,6 +89,15 @@ def locate(principal: Principal, study: str, series: str, sop: str) -> Located:
     return Located(*row[:4])
 
 
+def locate_frames(
+    principal: Principal, study: str, series: str, sop: str, numbers: list[int]
+) -> Located:
+    """`locate`, and 404 for a frame number past the frames the index holds."""
+    located = locate(principal, study, series, sop)
+    check_frames(numbers, located.number_of_frames or 1)
+    return located
+
+
 def locate_images(
     principal: Principal, study: str, series: str | None = None, *, first_series: bool = False
 ) -> list[Located]:

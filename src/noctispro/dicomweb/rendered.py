@@ -33,10 +33,10 @@ from noctispro.dicomweb import media
 from noctispro.dicomweb.pixeldata import (
     Located,
     cache_headers,
-    check_frames,
     encoded_image,
     etag,
     locate,
+    locate_frames,
     locate_images,
     not_modified,
     not_modified_response,
@@ -232,8 +232,7 @@ def frames_rendered(
 ) -> Response:
     numbers = parse_frame_numbers(frames)
     params = render_params(request)
-    located = locate(caller.principal, study, series, sop)
-    check_frames(numbers, located.number_of_frames or 1)
+    located = locate_frames(caller.principal, study, series, sop, numbers)
     if len(numbers) == 1:
         return single_image(request, located, numbers[0] - 1, params, "rendered")
     return many_images([(located, n - 1) for n in numbers], params, "rendered")
@@ -300,6 +299,5 @@ def frame_thumbnail(
 ) -> Response:
     numbers = parse_frame_numbers(frames)
     params = render_params(request, thumbnail=True)
-    located = locate(caller.principal, study, series, sop)
-    check_frames(numbers, located.number_of_frames or 1)
+    located = locate_frames(caller.principal, study, series, sop, numbers)
     return single_image(request, located, numbers[0] - 1, params, "thumbnail")

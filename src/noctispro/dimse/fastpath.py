@@ -84,40 +84,58 @@ def encode_c_store_rsp_fields(
     sop_instance_uid: str = "",
     offending_elements: list[int] | None = None,
 ) -> bytes:
+    parts = _response_elements(
+        sop_class_uid, 0x8001, message_id, NO_DATA_SET, status, offending_elements, error_comment
+    )
+    if sop_instance_uid:
+        parts.append(_element(0x1000, _text(sop_instance_uid, b"\x00")))
+    return _command_set(parts)
+
+
+def _response_elements(
+    sop_class_uid: Any,
+    command_field: int,
+    message_id: Any,
+    data_set_type: int,
+    status: Any,
+    offending_elements: list[int] | None,
+    error_comment: str | None,
+) -> list[bytes]:
+    """The elements every response starts with, in tag order (PS3.7 9.1-9.3, C)."""
     parts = []
     if sop_class_uid:
         parts.append(_element(0x0002, _text(sop_class_uid, b"\x00")))
-    parts.append(_element(0x0100, _us(0x8001)))
-    parts.append(_element(0x0120, _us(message_id)))
-    parts.append(_element(0x0800, _us(0x0101)))  # no data set follows
-    parts.append(_element(0x0900, _us(status)))
+    parts.append(_element(0x0100, _us(command_field)))
+    parts.append(_element(0x0120, _us(int(message_id or 0))))
+    parts.append(_element(0x0800, _us(data_set_type)))
+    parts.append(_element(0x0900, _us(int(status or 0))))
     if offending_elements:
         tags = b"".join(struct.pack("<HH", t >> 16, t & 0xFFFF) for t in offending_elements)
         parts.append(_element(0x0901, tags))
     if error_comment:
         parts.append(_element(0x0902, _text(error_comment[:64], b" ")))
-    if sop_instance_uid:
-        parts.append(_element(0x1000, _text(sop_instance_uid, b"\x00")))
+    return parts
+
+
+def _command_set(parts: list[bytes]) -> bytes:
+    """The elements behind their Command Group Length (PS3.7 E.1)."""
     body = b"".join(parts)
     return _element(0x0000, struct.pack("<I", len(body))) + body
 
 
 def encode_c_find_rsp(primitive: C_FIND, data_set_type: int) -> bytes:
     """The command set of a C-FIND-RSP (PS3.7 Table 9.1-3), group length first."""
-    parts = []
-    if primitive.AffectedSOPClassUID:
-        parts.append(_element(0x0002, _text(primitive.AffectedSOPClassUID, b"\x00")))
-    parts.append(_element(0x0100, _us(C_FIND_RSP_FIELD)))
-    parts.append(_element(0x0120, _us(int(primitive.MessageIDBeingRespondedTo or 0))))
-    parts.append(_element(0x0800, _us(data_set_type)))
-    parts.append(_element(0x0900, _us(int(primitive.Status or 0))))
-    if primitive.OffendingElement:
-        tags = b"".join(struct.pack("<HH", t >> 16, t & 0xFFFF) for t in primitive.OffendingElement)
-        parts.append(_element(0x0901, tags))
-    if primitive.ErrorComment:
-        parts.append(_element(0x0902, _text(primitive.ErrorComment[:64], b" ")))
-    body = b"".join(parts)
-    return _element(0x0000, struct.pack("<I", len(body))) + body
+    return _command_set(
+        _response_elements(
+            primitive.AffectedSOPClassUID,
+            C_FIND_RSP_FIELD,
+            primitive.MessageIDBeingRespondedTo,
+            data_set_type,
+            primitive.Status,
+            primitive.OffendingElement,
+            primitive.ErrorComment,
+        )
+    )
 
 
 def encode_c_store_rq(primitive: C_STORE) -> bytes:
@@ -154,8 +172,7 @@ def encode_c_store_rq_fields(
         parts.append(_element(0x1030, _text(originator_ae, b" ")))
     if originator_message_id is not None:
         parts.append(_element(0x1031, _us(originator_message_id)))
-    body = b"".join(parts)
-    return _element(0x0000, struct.pack("<I", len(body))) + body
+    return _command_set(parts)
 
 
 def message_pdatas(
@@ -208,18 +225,15 @@ def bytes_chunks(data: bytes, size: int) -> Iterator[tuple[bytes, bool]]:
 
 def encode_retrieve_rsp(primitive: C_MOVE | C_GET, command_field: int) -> bytes:
     """A C-MOVE-RSP or C-GET-RSP command set without identifier (PS3.7 9.3.4.2, 9.3.3.2)."""
-    parts = []
-    if primitive.AffectedSOPClassUID:
-        parts.append(_element(0x0002, _text(primitive.AffectedSOPClassUID, b"\x00")))
-    parts.append(_element(0x0100, _us(command_field)))
-    parts.append(_element(0x0120, _us(int(primitive.MessageIDBeingRespondedTo or 0))))
-    parts.append(_element(0x0800, _us(NO_DATA_SET)))
-    parts.append(_element(0x0900, _us(int(primitive.Status or 0))))
-    if primitive.OffendingElement:
-        tags = b"".join(struct.pack("<HH", t >> 16, t & 0xFFFF) for t in primitive.OffendingElement)
-        parts.append(_element(0x0901, tags))
-    if primitive.ErrorComment:
-        parts.append(_element(0x0902, _text(primitive.ErrorComment[:64], b" ")))
+    parts = _response_elements(
+        primitive.AffectedSOPClassUID,
+        command_field,
+        primitive.MessageIDBeingRespondedTo,
+        NO_DATA_SET,
+        primitive.Status,
+        primitive.OffendingElement,
+        primitive.ErrorComment,
+    )
     for element, count in (
         (0x1020, primitive.NumberOfRemainingSuboperations),
         (0x1021, primitive.NumberOfCompletedSuboperations),
@@ -228,8 +242,7 @@ def encode_retrieve_rsp(primitive: C_MOVE | C_GET, command_field: int) -> bytes:
     ):
         if count is not None:
             parts.append(_element(element, _us(int(count))))
-    body = b"".join(parts)
-    return _element(0x0000, struct.pack("<I", len(body))) + body
+    return _command_set(parts)
 
 
 class DirectCStoreRq(C_STORE_RQ):
@@ -287,10 +300,8 @@ class DirectCMoveRsp(C_MOVE_RSP):
             yield from self.base.encode_msg(self, context_id, max_pdu_length)
             return
         self.context_id = context_id
-        pdata = P_DATA()
         command = encode_retrieve_rsp(self._primitive, self.command_field)
-        pdata.presentation_data_value_list.append((context_id, LAST_COMMAND_FRAGMENT + command))
-        yield pdata
+        yield from message_pdatas(context_id, max_pdu_length, command, iter(()))
 
 
 class DirectCGetRsp(DirectCMoveRsp, C_GET_RSP):
@@ -313,10 +324,8 @@ class DirectCStoreRsp(C_STORE_RSP):
 
     def encode_msg(self, context_id: int, max_pdu_length: int) -> Iterator[P_DATA]:
         assert self._primitive is not None
-        pdata = P_DATA()
         command = encode_c_store_rsp(self._primitive)
-        pdata.presentation_data_value_list.append((context_id, LAST_COMMAND_FRAGMENT + command))
-        yield pdata
+        yield from message_pdatas(context_id, max_pdu_length, command, iter(()))
 
 
 # pynetdicom reads the message type from the class name.
@@ -336,29 +345,9 @@ class DirectCFindRsp(C_FIND_RSP):
         assert self._primitive is not None
         identifier = self._primitive.Identifier
         data = identifier.getvalue() if identifier is not None else b""
-        command = LAST_COMMAND_FRAGMENT + encode_c_find_rsp(
-            self._primitive, DATA_SET_PRESENT if data else NO_DATA_SET
-        )
-        pdata = P_DATA()
-        pdata.presentation_data_value_list.append((context_id, command))
-        if not data:
-            yield pdata
-            return
-        room = max_pdu_length - 2 * PDV_HEADER - len(command) + 1
-        if not max_pdu_length or len(data) <= room:
-            pdata.presentation_data_value_list.append((context_id, LAST_DATA_FRAGMENT + data))
-            yield pdata
-            return
-        yield pdata
-        size = max_pdu_length - PDV_HEADER
-        for start in range(0, len(data), size):
-            chunk = data[start : start + size]
-            last = start + size >= len(data)
-            fragment = P_DATA()
-            fragment.presentation_data_value_list.append(
-                (context_id, (LAST_DATA_FRAGMENT if last else DATA_FRAGMENT) + chunk)
-            )
-            yield fragment
+        command = encode_c_find_rsp(self._primitive, DATA_SET_PRESENT if data else NO_DATA_SET)
+        size = max_pdu_length - PDV_HEADER if max_pdu_length else 0
+        yield from message_pdatas(context_id, max_pdu_length, command, bytes_chunks(data, size))
 
 
 DirectCFindRsp.__name__ = DirectCFindRsp.__qualname__ = "C_FIND_RSP"

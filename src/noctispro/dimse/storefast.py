@@ -256,21 +256,14 @@ class StoreFastDIMSE(DIMSEServiceProvider):
         pdvs = primitive.presentation_data_value_list
         for index, (context_id, data) in enumerate(pdvs):
             header = data[0]
-            incoming = self.incoming
-            if incoming is not None:
-                if header & COMMAND_FRAGMENT or context_id != incoming.context_id:
-                    log.warning(
-                        "a command fragment or another presentation context inside a "
-                        "C-STORE data set: aborting"
-                    )
+            if self.incoming is not None:
+                try:
+                    self._take_fragment(context_id, data)
+                except MalformedPDU as exc:
+                    log.warning("%s: aborting", exc)
                     self.discard_incoming()
                     self.dul.event_queue.put("Evt19")
                     return
-                incoming.write(data)
-                if header & LAST_FRAGMENT:
-                    incoming.complete()
-                    self.incoming = None
-                    self.msg_queue.put((incoming.context_id, incoming))  # type: ignore[arg-type]
                 continue
             if not header & COMMAND_FRAGMENT:
                 self._hand_over(pdvs[index:])
@@ -306,22 +299,31 @@ class StoreFastDIMSE(DIMSEServiceProvider):
             pdvs.append((body[offset + 4], body[offset + 5 : offset + 4 + length]))
             offset += 4 + length
         for index, (context_id, data) in enumerate(pdvs):
-            incoming = self.incoming
-            if incoming is None:
+            if self.incoming is None:
                 rest = P_DATA()
                 rest.presentation_data_value_list.extend([(c, bytes(d)) for c, d in pdvs[index:]])
                 self.receive_primitive(rest)
                 return
-            header = data[0]
-            if header & COMMAND_FRAGMENT or context_id != incoming.context_id:
-                raise MalformedPDU(
-                    "a command fragment or another presentation context inside a C-STORE data set"
-                )
-            incoming.write(data)
-            if header & LAST_FRAGMENT:
-                incoming.complete()
-                self.incoming = None
-                self.msg_queue.put((incoming.context_id, incoming))  # type: ignore[arg-type]
+            self._take_fragment(context_id, data)
+
+    def _take_fragment(self, context_id: int, data: bytes | memoryview) -> None:
+        """A PDV of the data set `incoming` receives; the last one queues the request.
+
+        Raises MalformedPDU for a command fragment or another presentation context
+        before the data set's last fragment (PS3.8 E.2, 9.3.5.1).
+        """
+        incoming = self.incoming
+        assert incoming is not None
+        header = data[0]
+        if header & COMMAND_FRAGMENT or context_id != incoming.context_id:
+            raise MalformedPDU(
+                "a command fragment or another presentation context inside a C-STORE data set"
+            )
+        incoming.write(data)
+        if header & LAST_FRAGMENT:
+            incoming.complete()
+            self.incoming = None
+            self.msg_queue.put((incoming.context_id, incoming))  # type: ignore[arg-type]
 
     def _hand_over(self, rest: list[tuple[int, bytes]]) -> None:
         """Give the message received so far, and the rest of this P-DATA, to pynetdicom."""
